@@ -19,9 +19,14 @@ from collections.abc import Mapping
 from typing import Any
 
 from airflow_comfy.exceptions import (
+    ComfyUIAuthError,
+    ComfyUIConnectionError,
     ComfyUIError,
     ComfyUIExecutionError,
+    ComfyUIHTTPError,
     ComfyUIInterruptedError,
+    ComfyUIResponseError,
+    ComfyUITimeoutError,
     ComfyUIValidationError,
 )
 from airflow_comfy.protocol.states import PromptState, PromptStatus
@@ -117,3 +122,85 @@ def _where(failure: Mapping[str, Any]) -> str:
 
 def _node_sort_key(node_id: str) -> tuple[int, int, str]:
     return (0, int(node_id), "") if str(node_id).isdigit() else (1, 0, str(node_id))
+
+
+# --- transport and HTTP errors, shared by the sync hook and the async trigger ---------------------
+
+_STATUS_HINTS = {
+    400: "the server rejected the request",
+    401: "the credentials were refused: check login/password/token of the connection "
+    "(or the proxy in front of ComfyUI)",
+    403: "access is forbidden: check the credentials, and that no proxy or Origin check blocks the client",
+    404: "no such endpoint or file: check that the URL points at ComfyUI and that the path prefix is right",
+    405: "method not allowed: check that the URL points at ComfyUI and not at another service",
+    413: "the request body is too large for the server (ComfyUI's --max-upload-size, or a proxy limit)",
+    429: "the server is rate limiting: retried with backoff",
+    500: "ComfyUI failed while handling the request (it answers 500 to bodies it cannot parse)",
+    502: "a proxy in front of ComfyUI could not reach it: is ComfyUI running?",
+    503: "the server is unavailable: is ComfyUI starting or overloaded?",
+    504: "a proxy in front of ComfyUI timed out waiting for it",
+}
+
+
+def is_retryable_status(status: int) -> bool:
+    """429 and 5xx may succeed on retry; other statuses will not."""
+    return status == 429 or 500 <= status <= 599
+
+
+def is_retryable(exc: BaseException) -> bool:
+    """Whether a request that raised ``exc`` is worth sending again."""
+    if isinstance(exc, ComfyUIConnectionError | ComfyUITimeoutError):
+        return True
+    return isinstance(exc, ComfyUIHTTPError) and is_retryable_status(exc.status_code)
+
+
+def http_status_error(method: str, url: str, status: int, body_excerpt: str = "") -> ComfyUIHTTPError:
+    """The exception for an unexpected HTTP status; ``url`` must already be redacted."""
+    hint = _STATUS_HINTS.get(status) or ("server error" if status >= 500 else "unexpected status")
+    message = f"ComfyUI {method} {url} answered HTTP {status}: {hint}"
+    excerpt = body_excerpt.strip()
+    if excerpt:
+        message += f" (body: {excerpt[:200]!r})"
+    cls = ComfyUIAuthError if status in (401, 403) else ComfyUIHTTPError
+    return cls(message, url=url, status_code=status, body_excerpt=excerpt[:500])
+
+
+def connection_error(method: str, url: str, reason: str) -> ComfyUIConnectionError:
+    """The exception for a request that never got an answer; ``url`` must already be redacted."""
+    text = reason.lower()
+    if "certificate" in text or "ssl" in text:
+        hint = "TLS failed: set extra.verify to a CA bundle path (or false for a test server)"
+    elif "name or service not known" in text or "nodename" in text or "getaddrinfo" in text:
+        hint = "the host name does not resolve: check the connection's host"
+    elif "refused" in text:
+        hint = "connection refused: is ComfyUI running, and are host and port right?"
+    else:
+        hint = "check that ComfyUI is running and reachable from this machine"
+    return ComfyUIConnectionError(
+        f"Cannot reach ComfyUI for {method} {url}: {hint} ({reason[:200]})", url=url
+    )
+
+
+def timeout_error(method: str, url: str, seconds: float | None) -> ComfyUITimeoutError:
+    bound = f" within {seconds:g} s" if seconds else ""
+    return ComfyUITimeoutError(
+        f"ComfyUI did not answer {method} {url}{bound}: the server is overloaded or unreachable "
+        "(raise extra.read_timeout for slow endpoints such as /object_info)"
+    )
+
+
+def wait_timeout_error(prompt_id: str, base_url: str, seconds: float) -> ComfyUITimeoutError:
+    return ComfyUITimeoutError(
+        f"ComfyUI prompt {prompt_id} on {base_url} did not finish within {seconds:g} s: raise the "
+        "timeout, or check the server's queue (a long queue or a stuck node)"
+    )
+
+
+def not_json_error(method: str, url: str, content_type: str, excerpt: str) -> ComfyUIResponseError:
+    return ComfyUIResponseError(
+        f"ComfyUI {method} {url} answered with {content_type or 'no content type'} instead of JSON: "
+        "is this URL a ComfyUI server and not a login page or another service? "
+        f"(body starts {excerpt[:120]!r})",
+        url=url,
+        body_excerpt=excerpt[:500],
+    )

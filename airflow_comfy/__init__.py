@@ -1,0 +1,34 @@
+"""airflow-comfy: an Apache Airflow provider for ComfyUI.
+
+The public API is re-exported here lazily, so ``import airflow_comfy`` stays cheap for DAG parsing:
+``ComfyUIHook``, the operators and sensor, and the exceptions.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+__version__ = "0.1.0"
+
+_EXPORTS = {
+    "ComfyUIHook": "airflow_comfy.hooks.comfyui",
+    "ComfyUIPromptOperator": "airflow_comfy.operators.comfyui",
+    "ComfyUICancelPromptOperator": "airflow_comfy.operators.comfyui",
+    "ComfyUIFreeOperator": "airflow_comfy.operators.comfyui",
+    "ComfyUIPromptSensor": "airflow_comfy.sensors.comfyui",
+    "ComfyUIPromptTrigger": "airflow_comfy.triggers.comfyui",
+}
+_EXCEPTIONS = "airflow_comfy.exceptions"
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None and name.startswith("ComfyUI") and name.endswith("Error"):
+        module = _EXCEPTIONS
+    if module is None:
+        raise AttributeError(f"module 'airflow_comfy' has no attribute {name!r}")
+    return getattr(importlib.import_module(module), name)
+
+
+__all__ = ["__version__", *_EXPORTS]

@@ -1,0 +1,1 @@
+"""Hooks: the sync ComfyUI client (``ComfyUIHook``) and the pieces it is built from."""

@@ -1,0 +1,455 @@
+"""``ComfyUIHook``: one Airflow connection, ComfyUI's whole HTTP and WebSocket API.
+
+One method per endpoint (submit, history, queue, interrupt, free, view/download, upload,
+object_info, system_stats, features, /ws) plus the composite operations operators need:
+the status of a prompt, cancelling exactly one prompt, and waiting for a prompt
+(:mod:`airflow_comfy.hooks.waiting`).
+
+Invariants:
+- every submission carries a ``client_id`` and a ``prompt_id`` (generated when not given), so the
+  WebSocket of that client receives the prompt's events and a retried submission can be detected;
+- a submission is never sent twice for one call: before a retry the hook checks whether the first
+  attempt reached the server (the prompt id is then in the queue or the history);
+- cancelling touches only the given prompt (``/api/jobs/{id}/cancel`` where the server has it, else
+  queue delete while pending and ``/interrupt`` with ``prompt_id`` while running) — never a global
+  interrupt.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import IO, Any, ClassVar
+
+import requests
+from airflow.sdk import BaseHook
+
+from airflow_comfy.exceptions import (
+    ComfyUIError,
+    ComfyUIHTTPError,
+    ComfyUIResponseError,
+)
+from airflow_comfy.hooks.connection import ComfyUISettings, settings_from_connection
+from airflow_comfy.hooks.transport import Transport
+from airflow_comfy.hooks.websocket import ComfyUIWebSocket
+from airflow_comfy.protocol import errors, urls
+from airflow_comfy.protocol.ids import new_client_id
+from airflow_comfy.protocol.outputs import OutputRef, safe_local_path
+from airflow_comfy.protocol.states import PromptState, PromptStatus, resolve_status, status_from_history
+
+DOWNLOAD_CHUNK = 1024 * 1024
+
+
+class ComfyUIHook(BaseHook):
+    """Talk to a ComfyUI server through the Airflow connection ``comfyui_conn_id``.
+
+    :param comfyui_conn_id: an Airflow connection of type ``comfyui``.
+    :param settings: ready-made settings instead of a connection (tests, the CLI, the stand-in).
+    """
+
+    conn_name_attr = "comfyui_conn_id"
+    default_conn_name = "comfyui_default"
+    conn_type = "comfyui"
+    hook_name = "ComfyUI"
+
+    ui_behaviour: ClassVar[dict[str, Any]] = {
+        "hidden_fields": [],
+        "relabeling": {
+            "host": "ComfyUI host or URL",
+            "schema": "Scheme (http or https)",
+            "login": "Username (HTTP Basic, optional)",
+            "password": "Password or API token (optional)",
+        },
+        "placeholders": {
+            "host": "127.0.0.1 or https://gpu-1.example.com/comfy",
+            "port": "8188",
+            "schema": "http",
+            "login": "leave empty for a token",
+            "password": "Basic password, or a Bearer token when no username is set",
+            "extra": json.dumps(
+                {
+                    "token": "optional Bearer token",
+                    "headers": {"X-API-Key": "optional extra header"},
+                    "verify": True,
+                    "path_prefix": "/comfy",
+                    "connect_timeout": 10,
+                    "read_timeout": 60,
+                    "max_retries": 5,
+                },
+                indent=1,
+            ),
+        },
+    }
+
+    def __init__(
+        self,
+        comfyui_conn_id: str = default_conn_name,
+        *,
+        settings: ComfyUISettings | None = None,
+    ) -> None:
+        super().__init__()
+        self.comfyui_conn_id = comfyui_conn_id
+        self._settings = settings
+        self._transport: Transport | None = None
+        self._object_info: dict[str, Any] | None = None
+        self._jobs_api: bool | None = None
+
+    # --- connection -----------------------------------------------------------------------------
+
+    @classmethod
+    def get_ui_field_behaviour(cls) -> dict[str, Any]:
+        return cls.ui_behaviour
+
+    @property
+    def settings(self) -> ComfyUISettings:
+        if self._settings is None:
+            conn = self.get_connection(self.comfyui_conn_id)
+            self._settings = settings_from_connection(conn)
+            _mask(self._settings)
+        return self._settings
+
+    @property
+    def base_url(self) -> str:
+        return self.settings.base_url
+
+    @property
+    def transport(self) -> Transport:
+        if self._transport is None:
+            self._transport = Transport(self.settings)
+        return self._transport
+
+    def get_conn(self) -> requests.Session:
+        """The configured ``requests`` session (auth headers and TLS settings applied)."""
+        return self.transport.session
+
+    def close(self) -> None:
+        if self._transport is not None:
+            self._transport.close()
+
+    def test_connection(self) -> tuple[bool, str]:
+        """Used by the Airflow UI's *Test* button: GET /system_stats."""
+        try:
+            stats = self.get_system_stats()
+        except ComfyUIError as exc:
+            return False, str(exc)
+        system = stats.get("system") or {}
+        devices = ", ".join(str(d.get("name")) for d in stats.get("devices") or []) or "no device reported"
+        version = system.get("comfyui_version") or "unknown version"
+        return True, f"Connected to ComfyUI {version} at {self.base_url} ({devices})"
+
+    # --- submitting -----------------------------------------------------------------------------
+
+    def submit_prompt(
+        self,
+        workflow: Mapping[str, Any],
+        *,
+        client_id: str | None = None,
+        prompt_id: str | None = None,
+        front: bool = False,
+        extra_data: Mapping[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        """POST /prompt. Returns ``{"prompt_id", "number", "node_errors", "client_id"}``.
+
+        A 400 raises :class:`ComfyUIValidationError` listing every node's problem. Transient failures
+        are retried; a 500 (ComfyUI's answer to a body it could not parse) is retried once only.
+        The same ``prompt_id`` is never submitted twice by one call.
+        """
+        client_id = client_id or new_client_id()
+        prompt_id = prompt_id or new_client_id_uuid()
+        body: dict[str, Any] = {"prompt": dict(workflow), "client_id": client_id, "prompt_id": prompt_id}
+        if front:
+            body["front"] = True
+        if extra_data:
+            body["extra_data"] = dict(extra_data)
+        already: list[dict[str, Any]] = []
+        attempts_500 = [0]
+
+        def retry_if(exc: BaseException) -> bool:
+            if isinstance(exc, ComfyUIHTTPError) and exc.status_code == 500:
+                attempts_500[0] += 1
+                return attempts_500[0] <= 1
+            return True
+
+        def before_retry(_exc: BaseException) -> None:
+            # The failed attempt may have reached ComfyUI (e.g. the answer was lost): never submit twice.
+            try:
+                status = self.get_prompt_status(prompt_id)
+            except ComfyUIError:
+                return
+            if status.state is not PromptState.NOT_FOUND:
+                already.append({"prompt_id": prompt_id, "number": None, "node_errors": {}})
+                raise _AlreadySubmitted
+
+        try:
+            response = self.transport.request(
+                "POST",
+                urls.PROMPT,
+                json_body=body,
+                allow_status=frozenset({400}),
+                retry_if=retry_if,
+                before_retry=before_retry,
+            )
+        except _AlreadySubmitted:
+            self.log.info("Prompt %s reached ComfyUI on an earlier attempt; not submitting again", prompt_id)
+            return {**already[0], "client_id": client_id}
+        try:
+            answer = response.json()
+        except ValueError:
+            raise errors.not_json_error(
+                "POST",
+                urls.redact_url(self.transport.url(urls.PROMPT)),
+                response.headers.get("Content-Type", ""),
+                response.text[:200],
+            ) from None
+        if response.status_code == 400:
+            raise errors.validation_error(answer if isinstance(answer, Mapping) else {"error": str(answer)})
+        if not isinstance(answer, Mapping) or not isinstance(answer.get("prompt_id"), str):
+            raise ComfyUIResponseError(f"POST /prompt answered without a prompt_id: {str(answer)[:200]}")
+        if answer.get("node_errors"):
+            self.log.warning(
+                "ComfyUI accepted prompt %s but skipped invalid outputs:\n%s",
+                answer["prompt_id"],
+                "\n".join(errors.node_error_lines(answer["node_errors"])),
+            )
+        self.log.info(
+            "Submitted prompt %s to %s (queue number %s)",
+            answer["prompt_id"],
+            self.base_url,
+            answer.get("number"),
+        )
+        return {**answer, "client_id": client_id}
+
+    # --- reading state ----------------------------------------------------------------------------
+
+    def get_history(
+        self, prompt_id: str | None = None, *, max_items: int | None = None, offset: int | None = None
+    ) -> dict[str, Any]:
+        """GET /history[/{id}]: ``{}`` for pending, running and unknown prompts (ComfyUI's own rule)."""
+        params = {k: v for k, v in (("max_items", max_items), ("offset", offset)) if v is not None}
+        return self._json_object("GET", urls.history_path(prompt_id), params=params or None)
+
+    def get_queue(self) -> dict[str, Any]:
+        """GET /queue: ``{"queue_running": [...], "queue_pending": [...]}``."""
+        return self._json_object("GET", urls.QUEUE)
+
+    def get_queue_remaining(self) -> int:
+        """GET /prompt: the number of running plus pending prompts."""
+        info = self._json_object("GET", urls.PROMPT)
+        return int((info.get("exec_info") or {}).get("queue_remaining") or 0)
+
+    def get_prompt_status(self, prompt_id: str) -> PromptStatus:
+        """History first, then the queue (a prompt may finish between the two reads)."""
+        history = self.get_history(prompt_id)
+        found = status_from_history(prompt_id, history)
+        if found is not None:
+            return found
+        queue = self.get_queue()
+        status = resolve_status(prompt_id, {}, queue)
+        if status.state is PromptState.NOT_FOUND:
+            status = resolve_status(prompt_id, self.get_history(prompt_id), queue)
+        return status
+
+    def get_object_info(self, node_class: str | None = None, *, refresh: bool = False) -> dict[str, Any]:
+        """GET /object_info (cached per hook) or /object_info/{class} (``{}`` for an unknown class)."""
+        if node_class is not None:
+            return self._json_object("GET", urls.object_info_path(node_class))
+        if self._object_info is None or refresh:
+            self._object_info = self._json_object("GET", urls.OBJECT_INFO)
+        return self._object_info
+
+    def get_system_stats(self) -> dict[str, Any]:
+        return self._json_object("GET", urls.SYSTEM_STATS)
+
+    def get_features(self) -> dict[str, Any]:
+        """GET /features (server capabilities such as ``max_upload_size``); ``{}`` on servers without it."""
+        try:
+            return self._json_object("GET", urls.FEATURES)
+        except ComfyUIHTTPError as exc:
+            if exc.status_code == 404:
+                return {}
+            raise
+
+    def supports_jobs_api(self) -> bool:
+        """Whether the server has ComfyUI 0.4's ``/api/jobs`` (probed once per hook)."""
+        if self._jobs_api is None:
+            try:
+                self.transport.request("GET", urls.job_path(), params={"limit": 1}, retries=1).close()
+                self._jobs_api = True
+            except ComfyUIHTTPError as exc:
+                if exc.status_code not in (404, 405):
+                    raise
+                self._jobs_api = False
+        return self._jobs_api
+
+    # --- changing state ---------------------------------------------------------------------------
+
+    def delete_from_queue(self, prompt_ids: list[str]) -> None:
+        """POST /queue ``{"delete": ids}``: removes pending prompts (a running one is not affected)."""
+        self._post_no_body(urls.QUEUE, {"delete": list(prompt_ids)})
+
+    def clear_queue(self) -> None:
+        """POST /queue ``{"clear": true}``: empties the pending queue; the running prompt continues."""
+        self._post_no_body(urls.QUEUE, {"clear": True})
+
+    def delete_history(self, prompt_ids: list[str]) -> None:
+        self._post_no_body(urls.HISTORY, {"delete": list(prompt_ids)})
+
+    def clear_history(self) -> None:
+        self._post_no_body(urls.HISTORY, {"clear": True})
+
+    def interrupt(self, prompt_id: str | None = None) -> None:
+        """POST /interrupt. With ``prompt_id`` only that prompt is stopped, and only if it is running.
+
+        Without it, whatever runs now is interrupted — whoever submitted it. Prefer :meth:`cancel_prompt`.
+        """
+        self._post_no_body(urls.INTERRUPT, {"prompt_id": prompt_id} if prompt_id else None)
+
+    def free(self, *, unload_models: bool = True, free_memory: bool = True) -> None:
+        """POST /free: unload models and/or drop the executor cache."""
+        self._post_no_body(urls.FREE, {"unload_models": unload_models, "free_memory": free_memory})
+
+    def cancel_prompt(self, prompt_id: str) -> str:
+        """Stop exactly this prompt wherever it is. Returns what was done, for the log."""
+        if self.supports_jobs_api():
+            self.transport.request("POST", urls.job_path(prompt_id, "cancel"), retries=2).close()
+            return "cancelled through /api/jobs"
+        status = self.get_prompt_status(prompt_id)
+        if status.state is PromptState.PENDING:
+            self.delete_from_queue([prompt_id])
+            # It may have started between the two calls: interrupting by id is harmless otherwise.
+            if self.get_prompt_status(prompt_id).state is PromptState.RUNNING:
+                self.interrupt(prompt_id)
+                return "interrupted (it started while being removed from the queue)"
+            return "removed from the queue"
+        if status.state is PromptState.RUNNING:
+            self.interrupt(prompt_id)
+            return "interrupted"
+        return f"nothing to do (it is {status.state.value})"
+
+    # --- files ------------------------------------------------------------------------------------
+
+    @contextmanager
+    def view(
+        self,
+        filename: str,
+        subfolder: str = "",
+        folder_type: str = "output",
+        *,
+        preview: str | None = None,
+        channel: str | None = None,
+    ) -> Iterator[requests.Response]:
+        """GET /view as a streamed response (use as a context manager; iterate ``iter_content``)."""
+        params: dict[str, str] = urls.view_params(filename, subfolder, folder_type)
+        if preview:
+            params["preview"] = preview
+        if channel:
+            params["channel"] = channel
+        response = self.transport.request("GET", urls.VIEW, params=params, stream=True)
+        try:
+            yield response
+        finally:
+            response.close()
+
+    def view_url(self, ref: OutputRef) -> str:
+        """A credential-free /view URL for ``ref``."""
+        return urls.view_url(self.base_url, ref.filename, ref.subfolder, ref.type)
+
+    def download(
+        self, ref: OutputRef, dest_dir: str | os.PathLike[str], *, keep_subfolder: bool = True
+    ) -> Path:
+        """Stream one output into ``dest_dir`` (never outside it, whatever name the server sent)."""
+        target = safe_local_path(dest_dir, ref.subfolder if keep_subfolder else "", ref.filename)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        partial = target.with_name(target.name + ".part")
+        with self.view(ref.filename, ref.subfolder, ref.type) as response, partial.open("wb") as handle:
+            try:
+                for chunk in response.iter_content(chunk_size=DOWNLOAD_CHUNK):
+                    handle.write(chunk)
+            except requests.RequestException as exc:
+                partial.unlink(missing_ok=True)
+                raise errors.connection_error("GET", self.view_url(ref), type(exc).__name__) from None
+        partial.replace(target)
+        return target
+
+    def upload_image(
+        self,
+        source: str | os.PathLike[str] | bytes | IO[bytes],
+        *,
+        filename: str | None = None,
+        subfolder: str = "",
+        folder_type: str = "input",
+        overwrite: bool = False,
+    ) -> dict[str, str]:
+        """POST /upload/image (images, and video/audio files too). Returns ``{"name", "subfolder", "type"}``.
+
+        ComfyUI reuses the existing name for identical bytes and renames (``name (1).png``) otherwise.
+        """
+        if isinstance(source, str | os.PathLike):
+            path = Path(source)
+            if not path.is_file():
+                raise ComfyUIError(f"Cannot upload {path}: no such file")
+            handle: IO[bytes] = path.open("rb")
+            name = filename or path.name
+        elif isinstance(source, bytes):
+            import io
+
+            handle, name = io.BytesIO(source), filename or "upload.png"
+        else:
+            handle, name = source, filename or Path(getattr(source, "name", "upload.png")).name
+        data = {"type": folder_type, "subfolder": subfolder, "overwrite": "true" if overwrite else "false"}
+        try:
+            answer = self._json_object("POST", urls.UPLOAD_IMAGE, data=data, files={"image": (name, handle)})
+        finally:
+            if isinstance(source, str | os.PathLike):
+                handle.close()
+        return {k: str(answer.get(k, "")) for k in ("name", "subfolder", "type")}
+
+    # --- WebSocket and waiting --------------------------------------------------------------------
+
+    def websocket(self, client_id: str) -> ComfyUIWebSocket:
+        """An unopened WebSocket for ``client_id`` (use ``with hook.websocket(cid) as ws:``)."""
+        return ComfyUIWebSocket(self.settings, client_id)
+
+    def wait_for_prompt(self, prompt_id: str, **kwargs: Any) -> PromptStatus:
+        """Block until the prompt ends; see :class:`airflow_comfy.hooks.waiting.PromptWaiter`."""
+        from airflow_comfy.hooks.waiting import PromptWaiter
+
+        return PromptWaiter(self, prompt_id, **kwargs).wait()
+
+    # --- helpers ----------------------------------------------------------------------------------
+
+    def _json_object(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
+        body = self.transport.json(method, path, **kwargs)
+        if not isinstance(body, dict):
+            raise ComfyUIResponseError(
+                f"ComfyUI {method} {urls.redact_url(self.transport.url(path))} answered "
+                f"{type(body).__name__} where a JSON object was expected",
+            )
+        return body
+
+    def _post_no_body(self, path: str, body: Any) -> None:
+        self.transport.request("POST", path, json_body=body).close()
+
+
+class _AlreadySubmitted(Exception):
+    """Internal: a retried POST /prompt found that the first attempt had reached the server."""
+
+
+def new_client_id_uuid() -> str:
+    """A fresh canonical UUID (accepted as ``prompt_id`` by every ComfyUI version)."""
+    import uuid
+
+    return str(uuid.uuid4())
+
+
+def _mask(settings: ComfyUISettings) -> None:
+    """Register credentials with Airflow's secrets masker so no task log can show them."""
+    try:
+        from airflow.sdk.log import mask_secret
+    except ImportError:  # pragma: no cover - older Task SDKs
+        return
+    for value in settings.auth_headers.secret_values():
+        mask_secret(value)

@@ -1,0 +1,186 @@
+"""Reading an Airflow ``comfyui`` connection into the settings every client needs.
+
+The sync hook and the async trigger both build their requests from :class:`ComfyUISettings`, so
+a connection means the same thing in a worker and in the triggerer. Fields:
+
+- host: a host name or a full URL (``https://gpu-1/comfy``); port; schema ``http``/``https``;
+- login + password → HTTP Basic; password alone, or ``extra.token`` → ``Authorization: Bearer``;
+- extra: ``headers`` (dict or JSON text, e.g. ``{"X-API-Key": "..."}``), ``verify`` (bool or a CA
+  bundle path), ``use_ssl``, ``path_prefix``, ``connect_timeout``, ``read_timeout``,
+  ``max_retries``, ``retry_min_wait``, ``retry_max_wait``.
+
+URI-form connections deliver every extra as a string; booleans and numbers are parsed here.
+
+Invariant: credentials live only in :attr:`ComfyUISettings.auth_headers`, a mapping whose ``repr``
+shows header names, never values; ``base_url`` never holds user info.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from airflow_comfy.protocol.urls import build_base_url
+
+_TRUE = {"1", "true", "yes", "on", "y", "t"}
+_FALSE = {"0", "false", "no", "off", "n", "f", ""}
+
+
+class ConnectionLike(Protocol):
+    """The fields of ``airflow.sdk.Connection`` this module reads."""
+
+    conn_id: str
+    host: str | None
+    port: int | None
+    schema: str | None
+    login: str | None
+    password: str | None
+
+    @property
+    def extra_dejson(self) -> dict[str, Any]: ...
+
+
+class SecretHeaders(Mapping[str, str]):
+    """Read-only headers whose values never show up in ``repr``/``str``."""
+
+    def __init__(self, headers: Mapping[str, str] | None = None) -> None:
+        self._headers = dict(headers or {})
+
+    def __getitem__(self, key: str) -> str:
+        return self._headers[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._headers)
+
+    def __len__(self) -> int:
+        return len(self._headers)
+
+    def __repr__(self) -> str:
+        return f"SecretHeaders({sorted(self._headers)})"
+
+    __str__ = __repr__
+
+    def secret_values(self) -> list[str]:
+        """Every value worth masking: whole header values and the credential inside them."""
+        values: list[str] = []
+        for value in self._headers.values():
+            values.append(value)
+            scheme, _, credential = value.partition(" ")
+            if credential and scheme.lower() in ("bearer", "basic", "token"):
+                values.append(credential)
+        return values
+
+
+@dataclass(frozen=True)
+class ComfyUISettings:
+    """Everything a client needs to talk to one ComfyUI server."""
+
+    conn_id: str
+    base_url: str
+    auth_headers: SecretHeaders = field(default_factory=SecretHeaders, repr=False)
+    verify: bool | str = True
+    connect_timeout: float = 10.0
+    read_timeout: float = 60.0
+    max_retries: int = 5
+    retry_min_wait: float = 0.5
+    retry_max_wait: float = 10.0
+
+    @property
+    def timeout(self) -> tuple[float, float]:
+        return (self.connect_timeout, self.read_timeout)
+
+
+def parse_bool(value: Any, *, name: str, default: bool) -> bool:
+    """A boolean from JSON (``true``) or URI-form text (``"false"``, ``"0"``, ``"yes"``)."""
+    if value is None:
+        return default
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in _TRUE:
+        return True
+    if text in _FALSE:
+        return False
+    raise ValueError(f"extra.{name} must be true or false, got {value!r}")
+
+
+def _parse_float(value: Any, *, name: str, default: float) -> float:
+    if value is None or value == "":
+        return default
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"extra.{name} must be a number of seconds, got {value!r}") from None
+    if number <= 0:
+        raise ValueError(f"extra.{name} must be positive, got {value!r}")
+    return number
+
+
+def _parse_count(value: Any, *, name: str, default: int) -> int:
+    if value is None or value == "":
+        return default
+    try:
+        number = int(str(value).strip())
+    except ValueError:
+        raise ValueError(f"extra.{name} must be a whole number, got {value!r}") from None
+    if number < 0:
+        raise ValueError(f"extra.{name} must not be negative, got {value!r}")
+    return number
+
+
+def _parse_verify(value: Any) -> bool | str:
+    if value is None or isinstance(value, bool):
+        return True if value is None else value
+    text = str(value).strip()
+    if text.lower() in _TRUE | _FALSE:
+        return parse_bool(text, name="verify", default=True)
+    return text  # a CA bundle path
+
+
+def _parse_headers(value: Any) -> dict[str, str]:
+    if value in (None, ""):
+        return {}
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except ValueError:
+            raise ValueError("extra.headers must be a JSON object of header names to values") from None
+    if not isinstance(value, Mapping):
+        raise ValueError("extra.headers must be an object of header names to values")
+    return {str(k): str(v) for k, v in value.items()}
+
+
+def settings_from_connection(conn: ConnectionLike) -> ComfyUISettings:
+    """Build the settings of ``conn``; raises ``ValueError`` naming the bad field."""
+    extra = dict(conn.extra_dejson or {})
+    try:
+        base_url = build_base_url(
+            conn.host or "",
+            port=conn.port,
+            schema=conn.schema or None,
+            use_ssl=parse_bool(extra.get("use_ssl"), name="use_ssl", default=False),
+            path_prefix=extra.get("path_prefix") or None,
+        )
+    except ValueError as err:
+        raise ValueError(f"Connection {conn.conn_id!r}: {err}") from None
+    headers = _parse_headers(extra.get("headers"))
+    token = extra.get("token")
+    if conn.login and conn.password:
+        basic = base64.b64encode(f"{conn.login}:{conn.password}".encode()).decode()
+        headers.setdefault("Authorization", f"Basic {basic}")
+    elif token or conn.password:
+        headers.setdefault("Authorization", f"Bearer {token or conn.password}")
+    return ComfyUISettings(
+        conn_id=conn.conn_id,
+        base_url=base_url,
+        auth_headers=SecretHeaders(headers),
+        verify=_parse_verify(extra.get("verify")),
+        connect_timeout=_parse_float(extra.get("connect_timeout"), name="connect_timeout", default=10.0),
+        read_timeout=_parse_float(extra.get("read_timeout"), name="read_timeout", default=60.0),
+        max_retries=_parse_count(extra.get("max_retries"), name="max_retries", default=5),
+        retry_min_wait=_parse_float(extra.get("retry_min_wait"), name="retry_min_wait", default=0.5),
+        retry_max_wait=_parse_float(extra.get("retry_max_wait"), name="retry_max_wait", default=10.0),
+    )

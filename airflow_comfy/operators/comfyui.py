@@ -1,0 +1,323 @@
+"""Operators that run ComfyUI workflows from a DAG.
+
+- :class:`ComfyUIPromptOperator` submits a workflow, waits (WebSocket, polling, or deferred to the
+  triggerer) and returns the output file paths; XComs ``prompt_id``, ``prompt_url`` and
+  ``comfyui_url`` are pushed *before* waiting, ``outputs`` (one record per file) after.
+- :class:`ComfyUICancelPromptOperator` cancels one prompt; :class:`ComfyUIFreeOperator` calls /free.
+
+Invariants:
+- a retried task never starts a second GPU job for the same work: the prompt id is derived from
+  dag_id, run_id, task_id, map_index and the workflow, and a prompt that is already queued, running
+  or finished with success is re-attached to instead of submitted again;
+- a rejected workflow fails the task at once, without using Airflow retries;
+- killing or timing out the task cancels only its own prompt, never a global interrupt.
+
+Heavy modules (requests, websocket-client, the workflow converter) are imported when a task runs,
+not when a DAG file is parsed.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from functools import cached_property
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from airflow.sdk import BaseOperator
+from airflow.sdk.configuration import conf
+
+if TYPE_CHECKING:
+    from airflow.sdk import Context
+
+    from airflow_comfy.hooks.comfyui import ComfyUIHook
+    from airflow_comfy.hooks.websocket import ComfyUIWebSocket
+    from airflow_comfy.protocol.states import PromptStatus
+
+WorkflowSource = Mapping[str, Any] | str | os.PathLike[str]
+
+
+class ComfyUIPromptOperator(BaseOperator):
+    """Run one ComfyUI workflow and return its output files.
+
+    :param workflow: the workflow in API format (dict, JSON text or a ``.json`` path), or in the web
+        UI's saved format (converted with the server's /object_info). Templated.
+    :param comfyui_conn_id: the ``comfyui`` connection.
+    :param overrides: input values to set before submitting, e.g. ``{"3": {"seed": 42}}`` or
+        ``{"Positive Prompt.text": "a cat"}``. Templated.
+    :param wait_for_completion: False submits and returns the prompt id at once (pair it with
+        :class:`~airflow_comfy.sensors.comfyui.ComfyUIPromptSensor`).
+    :param deferrable: wait in the triggerer instead of holding a worker slot
+        (default: ``[operators] default_deferrable``).
+    :param wait_mode: ``websocket`` (progress events, polling as fallback) or ``polling``.
+    :param timeout: seconds to wait for the prompt to end.
+    :param check_interval: seconds between status reads while polling (and deferred).
+    :param lost_grace: seconds a prompt may be in neither history nor queue before it counts as lost.
+    :param resubmit_if_lost: submit once more if the server lost the prompt (restart, cleared history).
+    :param output_dir: download every output there (a local folder or an object-storage URI) and
+        return those paths; without it the server-side paths ``<type>/<subfolder>/<filename>``.
+    :param output_kinds: return only these kinds (``images``, ``video``, ``audio``, ``gifs``...).
+    :param prompt_id: use this prompt id instead of the derived one. Templated.
+    :param reattach: look for this task's prompt on the server before submitting (see invariants).
+    :param cancel_on_kill: cancel the prompt when the task is killed or times out.
+    :param validate: check the workflow against the server's /object_info before submitting.
+    :param extra_data: passed through as ``extra_data`` of POST /prompt. Templated.
+    :param front: put the prompt at the head of the queue.
+    """
+
+    template_fields: Sequence[str] = ("workflow", "overrides", "prompt_id", "output_dir", "extra_data")
+    template_fields_renderers: ClassVar[dict[str, str]] = {
+        "workflow": "json",
+        "overrides": "json",
+        "extra_data": "json",
+    }
+    ui_color = "#e8e0ff"
+
+    def __init__(
+        self,
+        *,
+        workflow: WorkflowSource,
+        comfyui_conn_id: str = "comfyui_default",
+        overrides: Mapping[str, Any] | None = None,
+        wait_for_completion: bool = True,
+        deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
+        wait_mode: str = "websocket",
+        timeout: float = 3600.0,
+        check_interval: float = 2.0,
+        lost_grace: float = 30.0,
+        resubmit_if_lost: bool = False,
+        output_dir: str | os.PathLike[str] | None = None,
+        output_kinds: Iterable[str] | None = None,
+        prompt_id: str | None = None,
+        reattach: bool = True,
+        cancel_on_kill: bool = True,
+        validate: bool = True,
+        extra_data: Mapping[str, Any] | None = None,
+        front: bool = False,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        if wait_mode not in ("websocket", "polling"):
+            raise ValueError(f"wait_mode must be 'websocket' or 'polling', got {wait_mode!r}")
+        self.workflow = workflow
+        self.comfyui_conn_id = comfyui_conn_id
+        self.overrides = overrides
+        self.wait_for_completion = wait_for_completion
+        self.deferrable = deferrable
+        self.wait_mode = wait_mode
+        self.timeout = float(timeout)
+        self.check_interval = float(check_interval)
+        self.lost_grace = float(lost_grace)
+        self.resubmit_if_lost = resubmit_if_lost
+        self.output_dir = output_dir
+        self.output_kinds = list(output_kinds) if output_kinds else None
+        self.prompt_id = prompt_id
+        self.reattach = reattach
+        self.cancel_on_kill = cancel_on_kill
+        self.validate = validate
+        self.extra_data = extra_data
+        self.front = front
+        self._active_prompt: str | None = None
+
+    @cached_property
+    def hook(self) -> ComfyUIHook:
+        from airflow_comfy.hooks.comfyui import ComfyUIHook
+
+        return ComfyUIHook(self.comfyui_conn_id)
+
+    # --- the task ---------------------------------------------------------------------------------
+
+    def execute(self, context: Context) -> Any:
+        from airflow_comfy.protocol.states import PromptState
+        from airflow_comfy.tasks import fail_fast, prepare_workflow_for, push_prompt_xcoms, task_prompt_id
+
+        hook = self.hook
+        with fail_fast():
+            workflow = prepare_workflow_for(
+                hook, self.workflow, self.overrides, validate=self.validate, log=self.log
+            )
+        prompt_id = self.prompt_id or task_prompt_id(context, workflow)
+        status = hook.get_prompt_status(prompt_id) if self.reattach else None
+        client_id: str | None = None
+        socket: ComfyUIWebSocket | None = None
+        if status is not None and status.state is PromptState.SUCCESS:
+            self.log.info(
+                "Prompt %s already finished with success (earlier try); collecting its outputs", prompt_id
+            )
+            push_prompt_xcoms(context, hook, prompt_id)
+            return self._finish(context, status)
+        if status is not None and status.state.is_active:
+            self.log.info("Re-attaching to prompt %s, %s since an earlier try", prompt_id, status.state.value)
+        else:
+            client_id, socket = self._submit(hook, workflow, prompt_id)
+        push_prompt_xcoms(context, hook, prompt_id)
+        if not self.wait_for_completion:
+            if socket is not None:
+                socket.close()
+            return prompt_id
+        if self.deferrable:
+            if socket is not None:
+                socket.close()
+            self._defer(prompt_id)
+        status = self._wait(hook, workflow, prompt_id, client_id, socket)
+        return self._finish(context, status)
+
+    def execute_complete(self, context: Context, event: dict[str, Any]) -> Any:
+        """Resume after the trigger fired: validate its event, then collect outputs as in ``execute``."""
+        from airflow_comfy.outputs import status_from_event
+        from airflow_comfy.tasks import fail_fast
+
+        with fail_fast():
+            status = status_from_event(event)
+        return self._finish(context, status)
+
+    def on_kill(self) -> None:
+        prompt_id = self._active_prompt
+        if prompt_id and self.cancel_on_kill:
+            self._cancel(prompt_id, "the task was killed")
+
+    # --- steps --------------------------------------------------------------------------------------
+
+    def _submit(
+        self, hook: ComfyUIHook, workflow: Mapping[str, Any], prompt_id: str
+    ) -> tuple[str, ComfyUIWebSocket | None]:
+        from airflow_comfy.exceptions import ComfyUIConnectionError
+        from airflow_comfy.protocol.ids import new_client_id
+        from airflow_comfy.tasks import fail_fast
+
+        client_id = new_client_id()
+        socket = None
+        if self.wait_for_completion and not self.deferrable and self.wait_mode == "websocket":
+            # Open the socket before submitting so that no event of this prompt is missed.
+            try:
+                socket = hook.websocket(client_id).connect()
+            except ComfyUIConnectionError as exc:
+                self.log.warning("%s; will wait by polling", exc)
+        with fail_fast():
+            hook.submit_prompt(
+                workflow,
+                client_id=client_id,
+                prompt_id=prompt_id,
+                front=self.front,
+                extra_data=self.extra_data,
+            )
+        return client_id, socket
+
+    def _wait(
+        self,
+        hook: ComfyUIHook,
+        workflow: Mapping[str, Any],
+        prompt_id: str,
+        client_id: str | None,
+        socket: ComfyUIWebSocket | None,
+    ) -> PromptStatus:
+        from airflow_comfy.exceptions import ComfyUIError, ComfyUIPromptLostError, ComfyUITimeoutError
+
+        self._active_prompt = prompt_id
+        try:
+            try:
+                return self._wait_once(hook, workflow, prompt_id, client_id, socket)
+            except ComfyUIPromptLostError:
+                if not self.resubmit_if_lost:
+                    raise
+                self.log.warning("Prompt %s was lost by the server; submitting it once more", prompt_id)
+                client_id, socket = self._submit(hook, workflow, prompt_id)
+                return self._wait_once(hook, workflow, prompt_id, client_id, socket)
+        except ComfyUITimeoutError:
+            self._cancel(prompt_id, "the wait timed out")
+            raise
+        except ComfyUIError:
+            raise
+        except BaseException:  # task timeout, SIGTERM, KeyboardInterrupt: do not leave the GPU busy
+            self._cancel(prompt_id, "the task stopped while waiting")
+            raise
+        finally:
+            self._active_prompt = None
+
+    def _wait_once(
+        self,
+        hook: ComfyUIHook,
+        workflow: Mapping[str, Any],
+        prompt_id: str,
+        client_id: str | None,
+        socket: ComfyUIWebSocket | None,
+    ) -> PromptStatus:
+        return hook.wait_for_prompt(
+            prompt_id,
+            client_id=client_id,
+            websocket=socket,
+            mode=self.wait_mode if client_id else "polling",
+            timeout=self.timeout,
+            check_interval=self.check_interval,
+            lost_grace=self.lost_grace,
+            total_nodes=len(workflow),
+            on_progress=lambda line: self.log.info("Prompt %s: %s", prompt_id, line),
+        )
+
+    def _defer(self, prompt_id: str) -> None:
+        import time
+
+        from airflow_comfy.triggers.comfyui import ComfyUIPromptTrigger
+
+        self.defer(
+            trigger=ComfyUIPromptTrigger(
+                prompt_id=prompt_id,
+                comfyui_conn_id=self.comfyui_conn_id,
+                end_time=time.time() + self.timeout,
+                poll_interval=self.check_interval,
+                lost_grace=self.lost_grace,
+                cancel_on_kill=self.cancel_on_kill,
+            ),
+            method_name="execute_complete",
+        )
+
+    def _finish(self, context: Context, status: PromptStatus) -> list[str]:
+        from airflow_comfy.tasks import finish_prompt
+
+        return finish_prompt(context, self.hook, status, self.output_dir, self.output_kinds, self.log)
+
+    def _cancel(self, prompt_id: str, why: str) -> None:
+        try:
+            done = self.hook.cancel_prompt(prompt_id)
+            self.log.warning("Prompt %s: %s because %s", prompt_id, done, why)
+        except Exception as exc:  # a failed cancel must not hide the original error
+            self.log.warning("Could not cancel prompt %s (%s): %s", prompt_id, why, exc)
+
+
+class ComfyUICancelPromptOperator(BaseOperator):
+    """Cancel one prompt: removed from the queue if pending, interrupted if running, else nothing."""
+
+    template_fields: Sequence[str] = ("prompt_id",)
+
+    def __init__(self, *, prompt_id: str, comfyui_conn_id: str = "comfyui_default", **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.prompt_id = prompt_id
+        self.comfyui_conn_id = comfyui_conn_id
+
+    def execute(self, context: Context) -> str:
+        from airflow_comfy.hooks.comfyui import ComfyUIHook
+
+        done = ComfyUIHook(self.comfyui_conn_id).cancel_prompt(self.prompt_id)
+        self.log.info("Prompt %s: %s", self.prompt_id, done)
+        return done
+
+
+class ComfyUIFreeOperator(BaseOperator):
+    """POST /free: unload models and/or free memory (drops ComfyUI's executor cache)."""
+
+    def __init__(
+        self,
+        *,
+        comfyui_conn_id: str = "comfyui_default",
+        unload_models: bool = True,
+        free_memory: bool = True,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.comfyui_conn_id = comfyui_conn_id
+        self.unload_models = unload_models
+        self.free_memory = free_memory
+
+    def execute(self, context: Context) -> None:
+        from airflow_comfy.hooks.comfyui import ComfyUIHook
+
+        ComfyUIHook(self.comfyui_conn_id).free(unload_models=self.unload_models, free_memory=self.free_memory)

@@ -1,0 +1,229 @@
+"""The widgets and input slots the ComfyUI frontend gives a node, rebuilt from object_info.
+
+A UI-format save stores widget values *positionally* (``widgets_values``), one per widget the
+frontend created, including widgets that never reach the server (the "control_after_generate"
+combo after a seed, the combo filter, the image-upload button). To name those values we rebuild
+the widget list exactly as the frontend does (ComfyUI_frontend, ``litegraphService.#addInputs``,
+``nodeDefOrderingUtil.getOrderedInputSpecs``, ``useIntWidget``/``useComboWidget``,
+``valueControlWidgets.addValueControlWidgets``, ``extensions/core/uploadImage.ts``):
+
+- inputs in ``input_order`` (required, then optional), then any others in definition order;
+- an input whose type has a core widget (INT, FLOAT, STRING, BOOLEAN, COMBO) and no ``forceInput``
+  becomes a widget; every other input is a socket;
+- INT inputs get a "control_after_generate" widget after them when the option says so, or, when the
+  option is absent, when they are named ``seed`` or ``noise_seed``; COMBO inputs with the option get
+  that widget and a "control_filter_list" widget;
+- a required combo with ``image_upload``/``video_upload``/``animated_image_upload``/``audio_upload``
+  gets an extra "upload" button widget, placed after all other inputs.
+
+Invariant: :func:`node_layout` is a pure function of one node definition; ``Widget.in_prompt`` is
+True exactly for the widgets whose values the frontend puts into the API-format ``inputs``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+WIDGET_TYPES = frozenset({"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"})
+SEED_NAMES = ("seed", "noise_seed")
+MEDIA_UPLOAD_OPTIONS = ("image_upload", "video_upload", "animated_image_upload", "audio_upload")
+# Node types whose media combo gets the upload widget even when the flag is missing (uploadImage.ts).
+KNOWN_MEDIA_LOADER_INPUTS = {
+    "LoadImage": "image",
+    "LoadImageMask": "image",
+    "LoadVideo": "file",
+    "LoadAudio": "audio",
+}
+# Frontend-only widget types (registered by frontend extensions) whose stored values we cannot map.
+UNSUPPORTED_WIDGET_TYPES = frozenset({"WEBCAM", "LOAD_3D", "LOAD_3D_ANIMATION", "PAINTER", "IMAGECOMPARE"})
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """One input of a node definition, flattened (the frontend's V2 input spec)."""
+
+    name: str
+    type: str
+    options: Mapping[str, Any]
+    optional: bool
+
+    @property
+    def is_widget(self) -> bool:
+        return self.type in WIDGET_TYPES and not self.options.get("forceInput")
+
+    @property
+    def default(self) -> Any:
+        """The value a freshly created widget has (used when widgets_values is too short)."""
+        if "default" in self.options and self.options["default"] is not None:
+            return self.options["default"]
+        if self.type == "COMBO":
+            choices = combo_choices(self)
+            return choices[0] if choices else None
+        return {"INT": 0, "FLOAT": 0, "STRING": "", "BOOLEAN": False}.get(self.type)
+
+
+@dataclass(frozen=True)
+class Widget:
+    """One widget of a node instance, in creation order."""
+
+    name: str
+    in_prompt: bool
+    spec: InputSpec | None = None
+
+
+@dataclass(frozen=True)
+class NodeLayout:
+    """What the frontend builds for one node type: input slots (in slot order) and widgets."""
+
+    inputs: tuple[InputSpec, ...]
+    widgets: tuple[Widget, ...]
+    specs: Mapping[str, InputSpec]
+    unsupported: tuple[InputSpec, ...] = ()
+
+
+def combo_choices(spec: InputSpec) -> list[Any]:
+    options = spec.options.get("options")
+    return list(options) if isinstance(options, list | tuple) else []
+
+
+def _flatten(name: str, raw: Any, optional: bool) -> InputSpec:
+    if not isinstance(raw, list | tuple) or not raw:
+        return InputSpec(name, "*", {}, optional)
+    head = raw[0]
+    options = dict(raw[1]) if len(raw) > 1 and isinstance(raw[1], Mapping) else {}
+    if isinstance(head, list | tuple):  # legacy combo: the choices are the type
+        options.setdefault("options", list(head))
+        return InputSpec(name, "COMBO", options, optional)
+    return InputSpec(name, str(head), options, optional)
+
+
+def ordered_specs(node_def: Mapping[str, Any], class_type: str = "") -> list[InputSpec]:
+    """The node's inputs in the order the frontend creates them (getOrderedInputSpecs)."""
+    section = node_def.get("input") or {}
+    required = dict(section.get("required") or {})
+    optional = dict(section.get("optional") or {})
+    upload = _upload_input(required, class_type)
+    if upload is not None:
+        required["upload"] = upload
+    specs: dict[str, InputSpec] = {}
+    for name, raw in required.items():
+        specs[name] = _flatten(name, raw, False)
+    for name, raw in optional.items():
+        specs.setdefault(name, _flatten(name, raw, True))
+    order = node_def.get("input_order")
+    if not isinstance(order, Mapping):
+        return list(specs.values())
+    result: list[InputSpec] = []
+    for name in order.get("required") or []:
+        if name in specs and not specs[name].optional and specs[name] not in result:
+            result.append(specs[name])
+    for name in order.get("optional") or []:
+        if name in specs and specs[name].optional and specs[name] not in result:
+            result.append(specs[name])
+    result.extend(spec for spec in specs.values() if spec not in result)
+    return result
+
+
+def _upload_input(required: Mapping[str, Any], class_type: str) -> list[Any] | None:
+    for name, raw in required.items():
+        spec = _flatten(name, raw, False)
+        if spec.type == "COMBO" and any(spec.options.get(flag) for flag in MEDIA_UPLOAD_OPTIONS):
+            return ["IMAGEUPLOAD", {**spec.options, "imageInputName": name}]
+    fallback = KNOWN_MEDIA_LOADER_INPUTS.get(class_type)
+    if fallback and fallback in required:
+        spec = _flatten(fallback, required[fallback], False)
+        if spec.type == "COMBO":
+            return ["IMAGEUPLOAD", {**spec.options, "imageInputName": fallback}]
+    return None
+
+
+def node_layout(node_def: Mapping[str, Any], class_type: str = "") -> NodeLayout:
+    """Input slots and widgets of a node of this definition, as the frontend creates them."""
+    specs = ordered_specs(node_def, class_type)
+    sockets = [spec for spec in specs if not spec.is_widget and spec.type != "IMAGEUPLOAD"]
+    widget_inputs = [spec for spec in specs if spec.is_widget]
+    widgets: list[Widget] = []
+    unsupported = [spec for spec in sockets if spec.type in UNSUPPORTED_WIDGET_TYPES]
+    for spec in specs:
+        if spec.type == "IMAGEUPLOAD":
+            widgets.append(Widget(spec.name, False, spec))
+            continue
+        if not spec.is_widget:
+            continue
+        widgets.append(Widget(spec.name, True, spec))
+        control = spec.options.get("control_after_generate")
+        if spec.type == "INT" and (control if control is not None else spec.name in SEED_NAMES):
+            widgets.append(Widget("control_after_generate", False))
+        elif spec.type == "COMBO" and control:
+            widgets.append(Widget("control_after_generate", False))
+            widgets.append(Widget("control_filter_list", False))
+    return NodeLayout(
+        inputs=tuple(sockets + widget_inputs),
+        widgets=tuple(widgets),
+        specs={spec.name: spec for spec in specs},
+        unsupported=tuple(unsupported),
+    )
+
+
+def _legacy_widget_count(layout: NodeLayout) -> tuple[int, list[InputSpec]]:
+    """Count of values a pre-1.16 frontend saved (forceInput inputs had a dummy widget then)."""
+    legacy = [
+        spec
+        for spec in layout.specs.values()
+        if spec.is_widget or (spec.type in WIDGET_TYPES and spec.options.get("forceInput"))
+    ]
+    count = 0
+    for spec in legacy:
+        control = spec.options.get("control_after_generate")
+        count += 2 if (control or (control is None and spec.name in SEED_NAMES)) else 1
+    return count, legacy
+
+
+def widget_values(layout: NodeLayout, saved: Any) -> dict[str, Any]:
+    """The value of every prompt widget, from a node's saved ``widgets_values``.
+
+    A list is matched positionally (LGraphNode.configure); a dict (some custom nodes save one) by
+    name. Widgets with no saved value keep their definition default, as a new widget would.
+    """
+    values: dict[str, Any] = {}
+    if isinstance(saved, Mapping):
+        for widget in layout.widgets:
+            if widget.in_prompt and widget.spec is not None:
+                values[widget.name] = saved.get(widget.name, widget.spec.default)
+        return values
+    saved_list: Sequence[Any] = saved if isinstance(saved, list) else []
+    saved_list = _migrate_legacy(layout, saved_list)
+    for index, widget in enumerate(layout.widgets):
+        if not widget.in_prompt or widget.spec is None:
+            continue
+        values[widget.name] = saved_list[index] if index < len(saved_list) else widget.spec.default
+    return values
+
+
+def _migrate_legacy(layout: NodeLayout, saved: Sequence[Any]) -> Sequence[Any]:
+    """Drop the dummy values old saves kept for forceInput inputs (migrateWidgetsValues)."""
+    if not any(spec.options.get("forceInput") for spec in layout.specs.values()):
+        return saved
+    count, legacy = _legacy_widget_count(layout)
+    if count != len(saved) or count == len(layout.widgets):
+        return saved
+    kept: list[Any] = []
+    index = 0
+    for spec in legacy:
+        control = spec.options.get("control_after_generate")
+        width = 2 if (control or (control is None and spec.name in SEED_NAMES)) else 1
+        if not spec.options.get("forceInput"):
+            kept.extend(saved[index : index + width])
+        index += width
+    return kept
+
+
+def is_valid_connection(a: Any, b: Any) -> bool:
+    """LiteGraph.isValidConnection: equal (case-insensitive), wildcard, or sharing a comma-listed type."""
+    if not a or not b or a == "*" or b == "*" or a == b:
+        return True
+    left = {part.strip().lower() for part in str(a).split(",")}
+    right = {part.strip().lower() for part in str(b).split(",")}
+    return bool(left & right)

@@ -1,0 +1,68 @@
+"""Loading workflows and object_info from dicts, JSON text and files; format detection errors."""
+
+from __future__ import annotations
+
+import gzip
+import json
+from pathlib import Path
+
+import pytest
+from conftest import CONTRACT_DIR
+
+from airflow_comfy.exceptions import ComfyUIWorkflowError
+from airflow_comfy.workflows import detect_format, load_object_info, load_workflow
+
+DATA = Path(__file__).parent / "data"
+
+
+def test_detects_ui_and_api_formats():
+    assert detect_format(load_workflow(DATA / "ui" / "default.json")) == "ui"
+    assert detect_format(load_workflow(DATA / "api" / "default.json")) == "api"
+
+
+def test_loads_from_dict_text_and_path_string_as_fresh_objects():
+    original = json.loads((DATA / "api" / "default.json").read_text())
+    from_dict = load_workflow(original)
+    from_dict["3"]["inputs"]["seed"] = -1
+    assert original["3"]["inputs"]["seed"] == 156680208700286
+    assert load_workflow(json.dumps(original)) == original
+    assert load_workflow(str(DATA / "api" / "default.json")) == original
+
+
+def test_not_json_names_the_file_and_position(tmp_path):
+    bad = tmp_path / "broken.json"
+    bad.write_text('{"3": {"class_type": "KSampler",\n  "inputs": {,}}}')
+    with pytest.raises(ComfyUIWorkflowError, match=r"broken\.json is not valid JSON: .* line 2, column 14"):
+        load_workflow(bad)
+    with pytest.raises(ComfyUIWorkflowError, match=r"JSON text\) is not valid JSON"):
+        load_workflow("{nope")
+
+
+def test_missing_file_is_reported(tmp_path):
+    with pytest.raises(ComfyUIWorkflowError, match="does not exist"):
+        load_workflow(tmp_path / "absent.json")
+
+
+@pytest.mark.parametrize(
+    ("obj", "message"),
+    [
+        ({}, "empty"),
+        ({"nodes": [], "links": []}, "empty"),
+        ({"foo": 1, "bar": {"x": 1}}, "not a ComfyUI workflow: .*bar, foo"),
+        ([1, 2], "must be a JSON object"),
+        ({"prompt": {"1": {"class_type": "X"}}}, "POST /prompt request body"),
+    ],
+)
+def test_neither_format_is_a_clear_error(obj, message):
+    with pytest.raises(ComfyUIWorkflowError, match=message):
+        load_workflow(json.dumps(obj))
+
+
+def test_object_info_from_transcript_body_and_gzip(tmp_path):
+    info = load_object_info(CONTRACT_DIR / "object_info.json")
+    assert "KSampler" in info and len(info) > 400
+    packed = tmp_path / "object_info.json.gz"
+    packed.write_bytes(gzip.compress(json.dumps(info).encode()))
+    assert load_object_info(packed) == info
+    with pytest.raises(ComfyUIWorkflowError, match="without an 'input' section"):
+        load_object_info({"KSampler": {"output": []}})
