@@ -1,0 +1,143 @@
+"""Queue, history, interrupt, /free and restart on the stand-in, against the recorded behaviour."""
+
+from __future__ import annotations
+
+import copy
+
+import requests
+from standin_helpers import history, load_transcript, run, submit
+
+
+def _get(server, path: str, **params):
+    return requests.get(server.url + path, params=params, timeout=10)
+
+
+def _post(server, path: str, body=None):
+    return requests.post(server.url + path, json=body, timeout=10)
+
+
+def test_queue_busy_delete_and_clear(slow_standin, contract_workflows) -> None:
+    long = submit(slow_standin, contract_workflows["long_about_10s"])["prompt_id"]
+    pending = [submit(slow_standin, contract_workflows["empty_save"])["prompt_id"] for _ in range(3)]
+    body = _get(slow_standin, "/queue").json()
+    assert set(body) == {"queue_running", "queue_pending"}
+    assert [item[1] for item in body["queue_running"]] == [long]
+    assert sorted(item[1] for item in body["queue_pending"]) == sorted(pending)
+    assert all(len(item) == 5 for item in body["queue_pending"])
+    assert history(slow_standin, long) == {} and history(slow_standin, pending[0]) == {}
+    response = _post(slow_standin, "/queue", {"delete": [pending[0], long]})
+    assert (response.status_code, response.content) == (200, b"")
+    body = _get(slow_standin, "/queue").json()
+    assert [item[1] for item in body["queue_running"]] == [long]
+    assert sorted(item[1] for item in body["queue_pending"]) == sorted(pending[1:])
+    assert _post(slow_standin, "/queue", {"clear": True}).status_code == 200
+    assert _get(slow_standin, "/queue").json()["queue_pending"] == []
+    slow_standin.wait_idle(30)
+    assert history(slow_standin, long)[long]["status"]["status_str"] == "success"
+    assert history(slow_standin, pending[0]) == {}
+
+
+def test_front_runs_first(slow_standin, contract_workflows) -> None:
+    submit(slow_standin, contract_workflows["long_about_10s"])
+    back = submit(slow_standin, contract_workflows["empty_save"])["prompt_id"]
+    workflow = copy.deepcopy(contract_workflows["empty_save"])
+    workflow["1"]["inputs"]["color"] = 5
+    front = submit(slow_standin, workflow, front=True)["prompt_id"]
+    _post(slow_standin, "/interrupt")
+    slow_standin.wait_idle(30)
+    assert list(_get(slow_standin, "/history").json())[-2:] == [front, back]
+
+
+def test_interrupt_rules(slow_standin, contract_workflows) -> None:
+    long = submit(slow_standin, contract_workflows["long_about_10s"])["prompt_id"]
+    short = submit(slow_standin, contract_workflows["empty_save"])["prompt_id"]
+    for body in ({"prompt_id": short}, {"prompt_id": "no-such-id"}):
+        response = _post(slow_standin, "/interrupt", body)
+        assert (response.status_code, response.content) == (200, b"")
+    assert [i[1] for i in _get(slow_standin, "/queue").json()["queue_running"]] == [long]
+    _post(slow_standin, "/interrupt", {"prompt_id": long})
+    slow_standin.wait_idle(30)
+    entry = history(slow_standin, long)[long]
+    recorded = next(iter(load_transcript("history_interrupted")["response"]["body"].values()))
+    assert entry["status"]["status_str"] == "error" and entry["status"]["completed"] is False
+    assert entry["status"]["messages"][-1][0] == "execution_interrupted"
+    assert set(entry["status"]["messages"][-1][1]) == set(recorded["status"]["messages"][-1][1])
+    assert (entry["outputs"], entry["meta"]) == ({}, {})
+    assert history(slow_standin, short)[short]["status"]["status_str"] == "success"
+
+
+def test_interrupt_while_idle_does_not_leak(standin, contract_workflows) -> None:
+    response = requests.post(standin.url + "/interrupt", timeout=10)
+    assert (response.status_code, response.content) == (200, b"")
+    assert run(standin, contract_workflows["empty_save"])["status"]["status_str"] == "success"
+
+
+def test_history_entry_shapes(standin, contract_workflows) -> None:
+    entry = run(standin, contract_workflows["empty_save"])
+    recorded = next(iter(load_transcript("history_done")["response"]["body"].values()))
+    assert list(entry) == list(recorded)
+    assert [m[0] for m in entry["status"]["messages"]] == [m[0] for m in recorded["status"]["messages"]]
+    assert entry["meta"] == recorded["meta"]
+    assert entry["prompt"][2:] == [contract_workflows["empty_save"], {}, ["2"]]
+    error = run(standin, contract_workflows["runtime_error"])
+    recorded = next(iter(load_transcript("history_error")["response"]["body"].values()))
+    assert (error["outputs"], error["meta"], error["status"]["completed"]) == ({}, {}, False)
+    assert set(error["status"]["messages"][-1][1]) == set(recorded["status"]["messages"][-1][1])
+    assert history(standin, "never-seen") == {}
+
+
+def test_history_listing_limits_and_deletion(standin, contract_workflows) -> None:
+    ids = []
+    for color in (1, 2, 3):
+        workflow = copy.deepcopy(contract_workflows["empty_save"])
+        workflow["1"]["inputs"]["color"] = color
+        ids.append(submit(standin, workflow)["prompt_id"])
+    standin.wait_idle(30)
+    assert list(_get(standin, "/history").json()) == ids
+    assert list(_get(standin, "/history", max_items=2).json()) == ids[1:]
+    assert list(_get(standin, "/history", max_items=1, offset=0).json()) == ids[:1]
+    bad = _get(standin, "/history", max_items="abc")
+    assert bad.status_code == 500 and bad.headers["Content-Type"].startswith("text/plain")
+    response = _post(standin, "/history", {"delete": [ids[0]]})
+    assert (response.status_code, response.content) == (200, b"")
+    assert list(_get(standin, "/history").json()) == ids[1:]
+    _post(standin, "/history", {"clear": True})
+    assert _get(standin, "/history").json() == {}
+
+
+def test_free_drops_the_cache(standin, contract_workflows) -> None:
+    workflow = contract_workflows["empty_save"]
+
+    def cached_nodes(entry):
+        return next(d for e, d in entry["status"]["messages"] if e == "execution_cached")["nodes"]
+
+    first = run(standin, workflow)
+    again = run(standin, workflow)
+    assert cached_nodes(first) == [] and cached_nodes(again) == ["1", "2"]
+    assert again["outputs"] == first["outputs"]
+    assert requests.post(standin.url + "/free", timeout=10).status_code == 500
+    response = _post(standin, "/free", {"unload_models": True, "free_memory": True})
+    assert (response.status_code, response.content) == (200, b"")
+    standin.wait_idle(30)
+    after = run(standin, workflow)
+    assert cached_nodes(after) == []
+    assert after["outputs"] != first["outputs"]
+
+
+def test_restart_loses_state_but_keeps_files(slow_standin, contract_workflows) -> None:
+    port = slow_standin.port
+    done = run(slow_standin, contract_workflows["empty_save"])
+    image = done["outputs"]["2"]["images"][0]
+    running = submit(slow_standin, contract_workflows["long_about_10s"])["prompt_id"]
+    pending = submit(slow_standin, contract_workflows["batch_of_3"])["prompt_id"]
+    slow_standin.restart()
+    assert slow_standin.port == port
+    assert history(slow_standin, running) == {} and history(slow_standin, pending) == {}
+    assert _get(slow_standin, "/history").json() == {}
+    assert _get(slow_standin, "/queue").json() == {"queue_running": [], "queue_pending": []}
+    view = _get(
+        slow_standin, "/view", filename=image["filename"], subfolder=image["subfolder"], type="output"
+    )
+    assert view.status_code == 200
+    assert submit(slow_standin, contract_workflows["empty_save"])["number"] == 0
+    slow_standin.wait_idle(30)
