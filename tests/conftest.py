@@ -6,7 +6,6 @@ module imports Airflow.
 
 from __future__ import annotations
 
-import json
 import os
 import tempfile
 from collections.abc import Iterator
@@ -19,14 +18,9 @@ os.environ.setdefault("AIRFLOW_HOME", _AIRFLOW_HOME)
 os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
 os.environ.setdefault("AIRFLOW__CORE__UNIT_TEST_MODE", "True")
 
-CONTRACT_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "comfyui-contract"
-if not CONTRACT_DIR.is_dir():  # CI clones main next to a copy of shared/
-    CONTRACT_DIR = Path(os.environ.get("COMFYUI_CONTRACT_DIR", "../shared/comfyui-contract")).resolve()
+from contract_data import CONTRACT_DIR, load_transcript  # noqa: E402  (tests/ is on sys.path)
 
-
-def load_transcript(name: str) -> dict:
-    """One recorded transcript from ../shared/comfyui-contract (``name`` without .json)."""
-    return json.loads((CONTRACT_DIR / f"{name}.json").read_text())
+__all__ = ["CONTRACT_DIR", "load_transcript"]
 
 
 @pytest.fixture(scope="session")

@@ -11,7 +11,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
-from conftest import CONTRACT_DIR
+from contract_data import CONTRACT_DIR
 
 from airflow_comfy.cli import main
 

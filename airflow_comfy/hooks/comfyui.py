@@ -175,10 +175,13 @@ class ComfyUIHook(BaseHook):
 
         def before_retry(_exc: BaseException) -> None:
             # The failed attempt may have reached ComfyUI (e.g. the answer was lost): never submit twice.
+            # One quick look without retries of its own (the outer loop already backs off).
             try:
-                status = self.get_prompt_status(prompt_id)
+                history = self.transport.json("GET", urls.history_path(prompt_id), retries=0)
+                queue = self.transport.json("GET", urls.QUEUE, retries=0)
             except ComfyUIError:
                 return
+            status = resolve_status(prompt_id, history, queue)
             if status.state is not PromptState.NOT_FOUND:
                 already.append({"prompt_id": prompt_id, "number": None, "node_errors": {}})
                 raise _AlreadySubmitted
@@ -198,6 +201,9 @@ class ComfyUIHook(BaseHook):
         try:
             answer = response.json()
         except ValueError:
+            shown = urls.redact_url(self.transport.url(urls.PROMPT))
+            if response.status_code == 400:  # a proxy's 400 page, not ComfyUI's validation answer
+                raise errors.http_status_error("POST", shown, 400, response.text[:200]) from None
             raise errors.not_json_error(
                 "POST",
                 urls.redact_url(self.transport.url(urls.PROMPT)),

@@ -24,17 +24,21 @@ from airflow_comfy.hooks.connection import ComfyUISettings
 from airflow_comfy.protocol import errors, urls
 from airflow_comfy.protocol.states import PromptState, PromptStatus, resolve_status, status_from_history
 
-_CLIENTS: dict[tuple[int, str, tuple[tuple[str, str], ...], str], httpx.AsyncClient] = {}
+# key -> (the loop the client belongs to, the client). The loop is kept referenced so its id cannot be
+# reused by a new loop while the entry exists (a client must never be used from another loop).
+_CLIENTS: dict[
+    tuple[int, str, tuple[tuple[str, str], ...], str], tuple[asyncio.AbstractEventLoop, httpx.AsyncClient]
+] = {}
 _POOL = httpx.Limits(max_connections=32, max_keepalive_connections=16)
 
 
 def _shared_client(settings: ComfyUISettings) -> httpx.AsyncClient:
     loop = asyncio.get_running_loop()
     key = (id(loop), settings.base_url, tuple(sorted(settings.auth_headers.items())), str(settings.verify))
-    client = _CLIENTS.get(key)
-    if client is None or client.is_closed:
+    owner, client = _CLIENTS.get(key, (None, None))
+    if client is None or owner is not loop or client.is_closed:
         # Drop clients of loops that are gone (tests, dag.test()) before adding a new one.
-        for stale in [k for k, c in _CLIENTS.items() if c.is_closed or k[0] != id(loop)]:
+        for stale in [k for k, (lp, c) in _CLIENTS.items() if c.is_closed or lp is not loop]:
             _CLIENTS.pop(stale, None)
         client = httpx.AsyncClient(
             headers=dict(settings.auth_headers),
@@ -42,7 +46,7 @@ def _shared_client(settings: ComfyUISettings) -> httpx.AsyncClient:
             timeout=httpx.Timeout(settings.read_timeout, connect=settings.connect_timeout),
             limits=_POOL,
         )
-        _CLIENTS[key] = client
+        _CLIENTS[key] = (loop, client)
     return client
 
 
@@ -116,6 +120,10 @@ class AsyncComfyUIClient:
         status = await self.get_prompt_status(prompt_id)
         if status.state is PromptState.PENDING:
             await self.request("POST", urls.QUEUE, json_body={"delete": [prompt_id]})
+            # It may have started between the two calls: interrupting by id is harmless otherwise.
+            if (await self.get_prompt_status(prompt_id)).state is PromptState.RUNNING:
+                await self.request("POST", urls.INTERRUPT, json_body={"prompt_id": prompt_id})
+                return "interrupted (it started while being removed from the queue)"
             return "removed from the queue"
         if status.state is PromptState.RUNNING:
             await self.request("POST", urls.INTERRUPT, json_body={"prompt_id": prompt_id})

@@ -26,7 +26,7 @@ from typing import Any, Protocol
 from airflow_comfy.protocol.urls import build_base_url
 
 _TRUE = {"1", "true", "yes", "on", "y", "t"}
-_FALSE = {"0", "false", "no", "off", "n", "f", ""}
+_FALSE = {"0", "false", "no", "off", "n", "f"}
 
 
 class ConnectionLike(Protocol):
@@ -71,6 +71,13 @@ class SecretHeaders(Mapping[str, str]):
             scheme, _, credential = value.partition(" ")
             if credential and scheme.lower() in ("bearer", "basic", "token"):
                 values.append(credential)
+            if credential and scheme.lower() == "basic":
+                try:
+                    _login, _, password = base64.b64decode(credential).decode("utf-8").partition(":")
+                except ValueError:
+                    password = ""
+                if password:
+                    values.append(password)
         return values
 
 
@@ -100,6 +107,8 @@ def parse_bool(value: Any, *, name: str, default: bool) -> bool:
     if isinstance(value, bool):
         return value
     text = str(value).strip().lower()
+    if not text:  # an empty URI-form value means "not set", never "false"
+        return default
     if text in _TRUE:
         return True
     if text in _FALSE:
@@ -135,6 +144,8 @@ def _parse_verify(value: Any) -> bool | str:
     if value is None or isinstance(value, bool):
         return True if value is None else value
     text = str(value).strip()
+    if not text:  # empty means "not set": keep TLS verification on
+        return True
     if text.lower() in _TRUE | _FALSE:
         return parse_bool(text, name="verify", default=True)
     return text  # a CA bundle path
@@ -154,25 +165,31 @@ def _parse_headers(value: Any) -> dict[str, str]:
 
 
 def settings_from_connection(conn: ConnectionLike) -> ComfyUISettings:
-    """Build the settings of ``conn``; raises ``ValueError`` naming the bad field."""
-    extra = dict(conn.extra_dejson or {})
+    """Build the settings of ``conn``; raises ``ValueError`` naming the connection and the bad field."""
     try:
-        base_url = build_base_url(
-            conn.host or "",
-            port=conn.port,
-            schema=conn.schema or None,
-            use_ssl=parse_bool(extra.get("use_ssl"), name="use_ssl", default=False),
-            path_prefix=extra.get("path_prefix") or None,
-        )
+        return _settings_from_connection(conn)
     except ValueError as err:
         raise ValueError(f"Connection {conn.conn_id!r}: {err}") from None
+
+
+def _settings_from_connection(conn: ConnectionLike) -> ComfyUISettings:
+    extra = dict(conn.extra_dejson or {})
+    base_url = build_base_url(
+        conn.host or "",
+        port=conn.port,
+        schema=conn.schema or None,
+        use_ssl=parse_bool(extra.get("use_ssl"), name="use_ssl", default=False),
+        path_prefix=extra.get("path_prefix") or None,
+    )
     headers = _parse_headers(extra.get("headers"))
     token = extra.get("token")
-    if conn.login and conn.password:
+    # An explicit Authorization in extra.headers wins, whatever its spelling (headers are case-insensitive).
+    has_auth = any(name.lower() == "authorization" for name in headers)
+    if not has_auth and conn.login and conn.password:
         basic = base64.b64encode(f"{conn.login}:{conn.password}".encode()).decode()
-        headers.setdefault("Authorization", f"Basic {basic}")
-    elif token or conn.password:
-        headers.setdefault("Authorization", f"Bearer {token or conn.password}")
+        headers["Authorization"] = f"Basic {basic}"
+    elif not has_auth and (token or conn.password):
+        headers["Authorization"] = f"Bearer {token or conn.password}"
     return ComfyUISettings(
         conn_id=conn.conn_id,
         base_url=base_url,

@@ -86,6 +86,9 @@ class PromptWaiter:
     def wait(self) -> PromptStatus:
         deadline = time.monotonic() + self.timeout
         try:
+            if self.mode == "polling" and self._ws is not None:
+                self._ws.close()  # polling was asked for: a socket handed in is not used
+                self._ws = None
             if self.mode == "websocket" and self.client_id and self._ws is None:
                 self._ws = self._open_socket()
             status = self._loop(deadline)

@@ -161,13 +161,33 @@ class ComfyUIPromptOperator(BaseOperator):
         status = self._wait(hook, workflow, prompt_id, client_id, socket)
         return self._finish(context, status)
 
-    def execute_complete(self, context: Context, event: dict[str, Any]) -> Any:
-        """Resume after the trigger fired: validate its event, then collect outputs as in ``execute``."""
-        from airflow_comfy.outputs import status_from_event
-        from airflow_comfy.tasks import fail_fast
+    def execute_complete(self, context: Context, event: dict[str, Any], resubmitted: bool = False) -> Any:
+        """Resume after the trigger fired: validate its event, then collect outputs as in ``execute``.
 
-        with fail_fast():
-            status = status_from_event(event)
+        As in ``execute``: a deadline that passed cancels the prompt (``cancel_on_kill``), and a lost
+        prompt is submitted once more when ``resubmit_if_lost`` is set (then the task defers again).
+        """
+        from airflow_comfy.exceptions import ComfyUIPromptLostError, ComfyUITimeoutError
+        from airflow_comfy.outputs import status_from_event
+        from airflow_comfy.tasks import fail_fast, prepare_workflow_for
+
+        try:
+            with fail_fast():
+                status = status_from_event(event)
+        except ComfyUITimeoutError:
+            if self.cancel_on_kill:
+                self._cancel(str(event["prompt_id"]), "the wait timed out")
+            raise
+        except ComfyUIPromptLostError as lost:
+            if not self.resubmit_if_lost or resubmitted:
+                raise
+            self.log.warning("Prompt %s was lost by the server; submitting it once more", lost.prompt_id)
+            with fail_fast():
+                workflow = prepare_workflow_for(
+                    self.hook, self.workflow, self.overrides, validate=self.validate, log=self.log
+                )
+            self._submit(self.hook, workflow, lost.prompt_id)
+            self._defer(lost.prompt_id, resubmitted=True)
         return self._finish(context, status)
 
     def on_kill(self) -> None:
@@ -253,7 +273,7 @@ class ComfyUIPromptOperator(BaseOperator):
             on_progress=lambda line: self.log.info("Prompt %s: %s", prompt_id, line),
         )
 
-    def _defer(self, prompt_id: str) -> None:
+    def _defer(self, prompt_id: str, *, resubmitted: bool = False) -> None:
         import time
 
         from airflow_comfy.triggers.comfyui import ComfyUIPromptTrigger
@@ -268,6 +288,7 @@ class ComfyUIPromptOperator(BaseOperator):
                 cancel_on_kill=self.cancel_on_kill,
             ),
             method_name="execute_complete",
+            kwargs={"resubmitted": True} if resubmitted else None,
         )
 
     def _finish(self, context: Context, status: PromptStatus) -> list[str]:

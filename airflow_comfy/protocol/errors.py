@@ -170,7 +170,17 @@ def connection_error(method: str, url: str, reason: str) -> ComfyUIConnectionErr
     text = reason.lower()
     if "certificate" in text or "ssl" in text:
         hint = "TLS failed: set extra.verify to a CA bundle path (or false for a test server)"
-    elif "name or service not known" in text or "nodename" in text or "getaddrinfo" in text:
+    elif any(
+        marker in text
+        for marker in (
+            "name or service not known",
+            "nodename",
+            "getaddrinfo",
+            "name resolution",
+            "no address associated",
+            "failed to resolve",
+        )
+    ):
         hint = "the host name does not resolve: check the connection's host"
     elif "refused" in text:
         hint = "connection refused: is ComfyUI running, and are host and port right?"

@@ -17,7 +17,7 @@ from typing import Any
 
 # Fixed namespace for airflow-comfy prompt ids (uuid5 of the project URL-ish name).
 NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "airflow-comfy:prompt")
-_CANONICAL = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
+_CANONICAL = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 
 
 def canonical_json(value: Any) -> str:
@@ -35,4 +35,4 @@ def new_client_id() -> str:
 
 
 def is_canonical_uuid(value: str) -> bool:
-    return bool(_CANONICAL.match(value or ""))
+    return isinstance(value, str) and _CANONICAL.fullmatch(value) is not None

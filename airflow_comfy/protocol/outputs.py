@@ -88,12 +88,19 @@ def _clean_component(part: str) -> str:
     part = _UNSAFE_CHARS.sub("_", part).strip().strip(".")
     if not part:
         return ""
-    if len(part) > _MAX_NAME:
-        digest = hashlib.sha256(part.encode()).hexdigest()[:12]
+    # File systems limit a name to 255 *bytes*: measure UTF-8 bytes, not characters.
+    if len(part.encode("utf-8")) > _MAX_NAME:
+        digest = hashlib.sha256(part.encode("utf-8", "surrogatepass")).hexdigest()[:12]
         stem, dot, ext = part.rpartition(".")
-        ext = ext[:16] if dot and len(ext) <= 16 else ""
-        part = (stem if dot else part)[: _MAX_NAME - 30] + "-" + digest + ("." + ext if ext else "")
+        ext = ext if dot and len(ext.encode("utf-8")) <= 16 else ""
+        head = _truncate_utf8(stem if ext else part, _MAX_NAME - 30)
+        part = head + "-" + digest + ("." + ext if ext else "")
     return part
+
+
+def _truncate_utf8(text: str, max_bytes: int) -> str:
+    """The longest prefix of ``text`` that fits in ``max_bytes`` of UTF-8 (never splits a character)."""
+    return text.encode("utf-8", "ignore")[:max_bytes].decode("utf-8", "ignore")
 
 
 def safe_relative_parts(subfolder: str, filename: str) -> list[str]:

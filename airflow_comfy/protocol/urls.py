@@ -87,7 +87,13 @@ def build_base_url(
         raise ValueError(f"Cannot read a host name from {redact_url(host.lstrip('/'))!r}.")
     if ":" in hostname:  # IPv6 literal
         hostname = f"[{hostname}]"
-    effective_port = port or parts.port
+    try:
+        url_port = parts.port
+    except ValueError:
+        raise ValueError(f"Cannot read a port from {redact_url(host.lstrip('/'))!r}.") from None
+    effective_port = port or url_port
+    if effective_port is not None and not 0 < int(effective_port) < 65536:
+        raise ValueError(f"Port {effective_port!r} is out of range: use 1-65535.")
     if effective_port is None and scheme == "http":
         effective_port = DEFAULT_PORT
     netloc = hostname if effective_port is None else f"{hostname}:{effective_port}"

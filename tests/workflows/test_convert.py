@@ -10,7 +10,7 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import CONTRACT_DIR
+from contract_data import CONTRACT_DIR
 
 from airflow_comfy.exceptions import ComfyUIWorkflowError
 from airflow_comfy.protocol.validation import validate_prompt

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import CONTRACT_DIR
+from contract_data import CONTRACT_DIR
 
 from airflow_comfy.exceptions import ComfyUIWorkflowError
 from airflow_comfy.workflows import apply_overrides, load_object_info

@@ -1,0 +1,21 @@
+"""Where the recorded ComfyUI transcripts are, and how to read one.
+
+Lives in its own module (not in conftest.py) so that any test can ``from contract_data import ...``:
+several folders have a conftest.py, and ``from conftest import`` can pick the wrong one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+CONTRACT_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "comfyui-contract"
+if not CONTRACT_DIR.is_dir():  # CI clones main next to a copy of shared/
+    CONTRACT_DIR = Path(os.environ.get("COMFYUI_CONTRACT_DIR", "../shared/comfyui-contract")).resolve()
+
+
+def load_transcript(name: str) -> Any:
+    """One recorded transcript from ../shared/comfyui-contract (``name`` without .json)."""
+    return json.loads((CONTRACT_DIR / f"{name}.json").read_text())

@@ -1,0 +1,77 @@
+"""The example DAGs: they import cleanly, and each runs end to end with ``dag.test()`` on the stand-in.
+
+Runs go through :func:`airflow_comfy.testing.dags.run_dag` (migrated DB once per process, connection
+``comfyui_default`` pointed at the session's stand-in). ``comfyui_batch_mapped`` covers
+``.partial().expand()`` and the deferrable path with the trigger run inline by ``dag.test()``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from PIL import Image
+
+from airflow_comfy.testing import StandInServer
+from airflow_comfy.testing.dags import run_dag
+
+from .conftest import DAGS_FOLDER
+
+EXAMPLES = {"comfyui_single_prompt", "comfyui_batch_mapped", "comfyui_submit_then_sense"}
+
+
+def test_dagbag_imports_every_example_without_errors(example_outputs: Path) -> None:
+    from airflow.dag_processing.dagbag import DagBag
+
+    bag = DagBag(dag_folder=str(DAGS_FOLDER))
+    assert bag.import_errors == {}
+    assert set(bag.dag_ids) >= EXAMPLES
+    for dag_id in EXAMPLES:
+        dag = bag.get_dag(dag_id)
+        assert dag is not None and "comfyui" in dag.tags and dag.schedule is None
+
+
+def test_single_prompt_downloads_its_image(session_standin: StandInServer, example_outputs: Path) -> None:
+    red = 0xFF0000
+    result = run_dag(
+        "comfyui_single_prompt", DAGS_FOLDER, comfyui_url=session_standin.url, run_conf={"color": red}
+    )
+
+    result.raise_for_state()
+    assert result.task_states == {("generate", -1): "success", ("report", -1): "success"}
+    [path] = result.return_value("generate")
+    local = Path(path)
+    assert local.is_file() and local.is_relative_to(example_outputs / "comfyui_single_prompt")
+    assert result.return_value("report") == [{"path": path, "bytes": local.stat().st_size}]
+    with Image.open(local) as image:  # run_conf reached the workflow through params
+        assert image.convert("RGB").getpixel((image.width // 2, image.height // 2)) == (255, 0, 0)
+    prompt_id = result.xcom("generate", "prompt_id")
+    assert prompt_id in session_standin.submissions
+    assert result.xcom("generate", "outputs")[0]["node_id"] == "4"
+
+
+def test_batch_mapped_renders_every_variant(session_standin: StandInServer, example_outputs: Path) -> None:
+    result = run_dag("comfyui_batch_mapped", DAGS_FOLDER, comfyui_url=session_standin.url)
+
+    result.raise_for_state()
+    renders = {key: state for key, state in result.task_states.items() if key[0] == "render"}
+    assert renders == {("render", i): "success" for i in range(6)}
+    paths = [p for paths in result.mapped_return_values("render") for p in paths]
+    assert len(paths) == len(set(paths)) == 6
+    assert all(Path(p).is_file() and Path(p).is_relative_to(example_outputs) for p in paths)
+    with Image.open(paths[0]) as first, Image.open(paths[1]) as second:
+        assert {first.size, second.size} == {(96, 64), (64, 96)}
+    prompt_ids = {result.xcom("render", "prompt_id", i) for i in range(6)}
+    assert len(prompt_ids) == 6 and prompt_ids <= set(session_standin.submissions)
+    assert result.return_value("collect") == 6
+
+
+def test_submit_then_sense(session_standin: StandInServer, example_outputs: Path) -> None:
+    result = run_dag("comfyui_submit_then_sense", DAGS_FOLDER, comfyui_url=session_standin.url)
+
+    result.raise_for_state()
+    prompt_id = result.return_value("submit")
+    assert prompt_id == result.xcom("submit", "prompt_id") and prompt_id in session_standin.submissions
+    [server_path] = result.return_value("wait")
+    assert server_path.startswith("output/sensed/")
+    assert (session_standin.base_dir / server_path).is_file()
+    assert result.return_value("use") == server_path

@@ -1,0 +1,238 @@
+"""``ComfyUIPromptTrigger`` and the async client against the stand-in, each run with ``asyncio.run``.
+
+Every run is bounded by ``asyncio.wait_for``; the connection resolves through ``aget_connection``
+and the ``AIRFLOW_CONN_<ID>`` environment variable (see ``operators.support``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections import Counter
+from typing import Any
+
+import pytest
+from airflow.sdk._shared.module_loading import import_string
+from operators.support import (
+    delay_workflow,
+    direct_hook,
+    fail_workflow,
+    image_workflow,
+    state_of,
+    submit,
+    wait_state,
+)
+
+from airflow_comfy.hooks import comfyui_async
+from airflow_comfy.outputs import status_from_event
+from airflow_comfy.testing import StandInServer
+from airflow_comfy.triggers.comfyui import EVENT_STATUSES, ComfyUIPromptTrigger
+
+UNKNOWN = "9a1b2c3d-4e5f-4a6b-8c7d-0e1f2a3b4c5d"
+
+
+def make_trigger(conn_id: str, prompt_id: str, **kwargs: Any) -> ComfyUIPromptTrigger:
+    options: dict[str, Any] = {
+        "end_time": time.time() + 30,
+        "poll_interval": 0.1,
+        "lost_grace": 0.4,
+        "unreachable_grace": 5,
+    }
+    options.update(kwargs)
+    return ComfyUIPromptTrigger(prompt_id=prompt_id, comfyui_conn_id=conn_id, **options)
+
+
+async def events_of(trigger: ComfyUIPromptTrigger, timeout: float = 20.0) -> list[dict[str, Any]]:
+    """Every event the trigger yields until its generator ends (the invariant: exactly one)."""
+
+    async def collect() -> list[dict[str, Any]]:
+        return [event.payload async for event in trigger.run()]
+
+    return await asyncio.wait_for(collect(), timeout)
+
+
+def only_event(trigger: ComfyUIPromptTrigger, timeout: float = 20.0) -> dict[str, Any]:
+    events = asyncio.run(events_of(trigger, timeout))
+    assert len(events) == 1, events
+    event = events[0]
+    assert event["status"] in EVENT_STATUSES and event["prompt_id"] == trigger.prompt_id
+    json.dumps(event)
+    return event
+
+
+def test_serialize_round_trip_is_json_safe(comfy_conn: str) -> None:
+    trigger = make_trigger(comfy_conn, UNKNOWN, end_time=1_900_000_000.5, cancel_on_kill=False)
+    classpath, kwargs = trigger.serialize()
+    assert json.loads(json.dumps(kwargs)) == kwargs
+    rebuilt = import_string(classpath)(**kwargs)
+    assert rebuilt.serialize() == (classpath, kwargs)
+    assert kwargs["end_time"] == 1_900_000_000.5  # wall-clock epoch seconds, not monotonic
+
+
+def test_success_event_carries_outputs(standin: StandInServer, comfy_conn: str) -> None:
+    prompt_id = submit(standin, delay_workflow(0.5, prefix="tr/ok"))
+    event = only_event(make_trigger(comfy_conn, prompt_id))
+    assert event["status"] == "success" and event["base_url"] == standin.url
+    status = status_from_event(event)
+    assert [(r.node_id, r.kind, r.filename, r.subfolder, r.type) for r in status.outputs] == [
+        ("9", "images", "ok_00001_.png", "tr", "output")
+    ]
+
+
+def test_error_and_interrupted_events(standin: StandInServer, comfy_conn: str) -> None:
+    failing = submit(standin, fail_workflow("kaput"))
+    event = only_event(make_trigger(comfy_conn, failing))
+    assert event["status"] == "error"
+    assert event["failure"]["node_id"] == "5" and event["failure"]["exception_message"].strip() == "kaput"
+
+    slow = submit(standin, delay_workflow(10, steps=100))
+    wait_state(standin, slow, "running")
+    direct_hook(standin).interrupt(slow)
+    assert only_event(make_trigger(comfy_conn, slow))["status"] == "interrupted"
+
+
+def test_unknown_prompt_is_lost_after_the_grace(standin: StandInServer, comfy_conn: str) -> None:
+    started = time.monotonic()
+    event = only_event(make_trigger(comfy_conn, UNKNOWN, lost_grace=0.5))
+    assert event["status"] == "lost" and "neither the history nor the queue" in event["message"]
+    assert 0.5 <= time.monotonic() - started < 5
+
+
+def test_restart_mid_run_is_lost(standin: StandInServer, comfy_conn: str) -> None:
+    prompt_id = submit(standin, delay_workflow(10, steps=100))
+    wait_state(standin, prompt_id, "running")
+
+    async def scenario() -> list[dict[str, Any]]:
+        task = asyncio.ensure_future(events_of(make_trigger(comfy_conn, prompt_id)))
+        await asyncio.sleep(0.3)
+        assert not task.done()
+        await asyncio.to_thread(standin.restart)
+        return await task
+
+    [event] = asyncio.run(scenario())
+    assert event["status"] == "lost" and "restarted" in event["message"]
+
+
+def test_deadline_gives_a_timeout_event(standin: StandInServer, comfy_conn: str) -> None:
+    prompt_id = submit(standin, delay_workflow(10, steps=100))
+    started = time.monotonic()
+    event = only_event(make_trigger(comfy_conn, prompt_id, end_time=time.time() + 0.5))
+    assert event["status"] == "timeout" and prompt_id in event["message"]
+    assert time.monotonic() - started < 3
+    direct_hook(standin).cancel_prompt(prompt_id)
+
+
+def test_unreachable_server_fails_after_its_grace(standin: StandInServer, comfy_conn: str) -> None:
+    prompt_id = submit(standin, delay_workflow(10, steps=100))
+    standin.faults.refuse_connections(True)
+    try:
+        event = only_event(make_trigger(comfy_conn, prompt_id, unreachable_grace=0.5))
+    finally:
+        standin.faults.refuse_connections(False)
+    assert event["status"] == "failed" and standin.url in event["message"]
+    direct_hook(standin).cancel_prompt(prompt_id)
+
+
+def test_short_outage_and_5xx_bursts_are_ridden_out(standin: StandInServer, comfy_conn: str) -> None:
+    prompt_id = submit(standin, delay_workflow(1.0, prefix="tr/burst"))
+
+    async def scenario() -> list[dict[str, Any]]:
+        task = asyncio.ensure_future(events_of(make_trigger(comfy_conn, prompt_id)))
+        await asyncio.sleep(0.2)
+        await asyncio.to_thread(standin.faults.refuse_connections, True)
+        await asyncio.sleep(0.4)
+        await asyncio.to_thread(standin.faults.refuse_connections, False)
+        standin.faults.fail_next(5, status=500, path="/history")
+        standin.faults.fail_next(3, status=502, path="/queue")
+        return await task
+
+    [event] = asyncio.run(scenario())
+    assert event["status"] == "success"
+
+
+def test_missing_connection_is_a_failed_event(standin: StandInServer) -> None:
+    event = only_event(make_trigger("comfy_no_such_connection", UNKNOWN))
+    assert event["status"] == "failed" and "comfy_no_such_connection" in event["message"]
+
+
+def test_polls_at_the_interval_not_in_a_busy_loop(standin: StandInServer, comfy_conn: str) -> None:
+    prompt_id = submit(standin, delay_workflow(10, steps=100))
+    wait_state(standin, prompt_id, "running")
+    before = len(standin.requests)
+    event = only_event(make_trigger(comfy_conn, prompt_id, poll_interval=0.25, end_time=time.time() + 1.0))
+    assert event["status"] == "timeout"
+    # ~4 polls of at most 2 requests (history, then queue); a busy loop would make hundreds.
+    assert len(standin.requests) - before <= 14
+    direct_hook(standin).cancel_prompt(prompt_id)
+
+
+# --- on_kill ---------------------------------------------------------------------------------------
+
+
+def test_on_kill_interrupts_only_its_running_prompt(standin: StandInServer, comfy_conn: str) -> None:
+    mine = submit(standin, delay_workflow(10, steps=100, prefix="tr/mine"))
+    others = [submit(standin, image_workflow(f"tr/other{i}", color=i)) for i in range(2)]
+    wait_state(standin, mine, "running")
+
+    asyncio.run(asyncio.wait_for(make_trigger(comfy_conn, mine).on_kill(), 10))
+
+    standin.wait_idle(15)
+    assert state_of(standin, mine) == "interrupted"
+    assert [state_of(standin, p) for p in others] == ["success", "success"]
+
+
+def test_on_kill_removes_only_its_pending_prompt(standin: StandInServer, comfy_conn: str) -> None:
+    blocker = submit(standin, delay_workflow(0.6, prefix="tr/blocker"))
+    mine = submit(standin, image_workflow("tr/mine"))
+    after = submit(standin, image_workflow("tr/after", color=3))
+
+    asyncio.run(asyncio.wait_for(make_trigger(comfy_conn, mine).on_kill(), 10))
+
+    standin.wait_idle(15)
+    assert state_of(standin, mine) == "not_found"
+    assert (state_of(standin, blocker), state_of(standin, after)) == ("success", "success")
+    assert ("POST", "/interrupt") not in standin.requests
+
+
+def test_on_kill_without_cancel_on_kill_leaves_the_prompt(standin: StandInServer, comfy_conn: str) -> None:
+    prompt_id = submit(standin, delay_workflow(0.5))
+    asyncio.run(make_trigger(comfy_conn, prompt_id, cancel_on_kill=False).on_kill())
+    standin.wait_idle(10)
+    assert state_of(standin, prompt_id) == "success"
+
+
+# --- many triggers -------------------------------------------------------------------------------
+
+
+def test_many_triggers_in_one_loop_share_one_client(
+    standin: StandInServer, comfy_conn: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    created: Counter[int] = Counter()
+    real_client = comfyui_async.httpx.AsyncClient
+
+    class CountingClient(real_client):  # type: ignore[misc, valid-type]
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            created[id(asyncio.get_running_loop())] += 1
+            super().__init__(*args, **kwargs)
+
+    monkeypatch.setattr(comfyui_async.httpx, "AsyncClient", CountingClient)
+    prompt_ids = [submit(standin, image_workflow(f"tr/many{i}", color=i)) for i in range(50)]
+
+    async def scenario() -> list[list[dict[str, Any]]]:
+        triggers = [make_trigger(comfy_conn, p, poll_interval=0.2) for p in prompt_ids]
+        return await asyncio.wait_for(asyncio.gather(*(events_of(t) for t in triggers)), 60)
+
+    results = asyncio.run(scenario())
+
+    assert [len(events) for events in results] == [1] * 50
+    assert {events[0]["status"] for events in results} == {"success"}
+    assert sorted(events[0]["prompt_id"] for events in results) == sorted(prompt_ids)
+    assert sum(created.values()) == 1
+
+
+def test_triggers_in_successive_event_loops(standin: StandInServer, comfy_conn: str) -> None:
+    """dag.test() and tests run each trigger in a new loop: a client of a closed loop is never reused."""
+    for i in range(4):
+        prompt_id = submit(standin, image_workflow(f"tr/loop{i}", color=i))
+        assert only_event(make_trigger(comfy_conn, prompt_id))["status"] == "success"
