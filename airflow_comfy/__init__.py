@@ -16,6 +16,7 @@ _EXPORTS = {
     "ComfyUIPromptOperator": "airflow_comfy.operators.comfyui",
     "ComfyUICancelPromptOperator": "airflow_comfy.operators.comfyui",
     "ComfyUIFreeOperator": "airflow_comfy.operators.comfyui",
+    "ComfyUIUploadOperator": "airflow_comfy.operators.comfyui",
     "ComfyUIPromptSensor": "airflow_comfy.sensors.comfyui",
     "ComfyUIPromptTrigger": "airflow_comfy.triggers.comfyui",
 }

@@ -46,15 +46,27 @@ def prepare_workflow_for(
     *,
     validate: bool,
     log: logging.Logger | None = None,
+    inputs: Mapping[str, Any] | None = None,
+    input_subfolder: str = "airflow",
 ) -> dict[str, Any]:
-    """Load, convert (web-UI saves), override and optionally validate against the hook's server."""
+    """Load, convert (web-UI saves), override, upload ``inputs``, and optionally validate.
+
+    ``inputs`` maps ``"<node>"`` or ``"<node>.<input>"`` to a local path or object-storage URI; each
+    file is uploaded into ``input_subfolder`` and the server's name is wired into that input.
+    """
+    from airflow_comfy.inputs import wire_inputs
     from airflow_comfy.protocol.validation import validate_prompt
     from airflow_comfy.workflows import detect_format, load_workflow, prepare_workflow
 
     workflow = load_workflow(source)
-    needs_info = validate or detect_format(workflow) == "ui"
+    needs_info = validate or bool(inputs) or detect_format(workflow) == "ui"
     info = hook.get_object_info() if needs_info else None
     prepared = prepare_workflow(workflow, object_info=info, overrides=overrides)
+    if inputs:
+        prepared, uploads = wire_inputs(hook, prepared, inputs, subfolder=input_subfolder, object_info=info)
+        if log is not None:
+            for target, answer in uploads.items():
+                log.info("Uploaded input for %s as %s", target, answer)
     if validate and info is not None:
         result = validate_prompt(prepared, info)
         body = {"error": result.error, "node_errors": result.node_errors}

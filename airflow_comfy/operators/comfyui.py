@@ -62,9 +62,21 @@ class ComfyUIPromptOperator(BaseOperator):
     :param validate: check the workflow against the server's /object_info before submitting.
     :param extra_data: passed through as ``extra_data`` of POST /prompt. Templated.
     :param front: put the prompt at the head of the queue.
+    :param inputs: files to upload and wire into nodes before submitting:
+        ``{"Load Image": "/data/in/cat.png", "12.image": "s3://bucket/dog.png"}`` (a node id, title or
+        unique class, optionally ``.<input>``; local paths or object-storage URIs). Templated.
+    :param input_subfolder: the subfolder of ComfyUI's input folder the files are uploaded into.
     """
 
-    template_fields: Sequence[str] = ("workflow", "overrides", "prompt_id", "output_dir", "extra_data")
+    template_fields: Sequence[str] = (
+        "workflow",
+        "overrides",
+        "prompt_id",
+        "output_dir",
+        "extra_data",
+        "inputs",
+        "input_subfolder",
+    )
     template_fields_renderers: ClassVar[dict[str, str]] = {
         "workflow": "json",
         "overrides": "json",
@@ -93,6 +105,8 @@ class ComfyUIPromptOperator(BaseOperator):
         validate: bool = True,
         extra_data: Mapping[str, Any] | None = None,
         front: bool = False,
+        inputs: Mapping[str, str | os.PathLike[str]] | None = None,
+        input_subfolder: str = "airflow",
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -116,6 +130,8 @@ class ComfyUIPromptOperator(BaseOperator):
         self.validate = validate
         self.extra_data = extra_data
         self.front = front
+        self.inputs = inputs
+        self.input_subfolder = input_subfolder
         self._active_prompt: str | None = None
 
     @cached_property
@@ -128,13 +144,10 @@ class ComfyUIPromptOperator(BaseOperator):
 
     def execute(self, context: Context) -> Any:
         from airflow_comfy.protocol.states import PromptState
-        from airflow_comfy.tasks import fail_fast, prepare_workflow_for, push_prompt_xcoms, task_prompt_id
+        from airflow_comfy.tasks import push_prompt_xcoms, task_prompt_id
 
         hook = self.hook
-        with fail_fast():
-            workflow = prepare_workflow_for(
-                hook, self.workflow, self.overrides, validate=self.validate, log=self.log
-            )
+        workflow = self._prepare(hook)
         prompt_id = self.prompt_id or task_prompt_id(context, workflow)
         status = hook.get_prompt_status(prompt_id) if self.reattach else None
         client_id: str | None = None
@@ -169,7 +182,7 @@ class ComfyUIPromptOperator(BaseOperator):
         """
         from airflow_comfy.exceptions import ComfyUIPromptLostError, ComfyUITimeoutError
         from airflow_comfy.outputs import status_from_event
-        from airflow_comfy.tasks import fail_fast, prepare_workflow_for
+        from airflow_comfy.tasks import fail_fast
 
         try:
             with fail_fast():
@@ -182,10 +195,7 @@ class ComfyUIPromptOperator(BaseOperator):
             if not self.resubmit_if_lost or resubmitted:
                 raise
             self.log.warning("Prompt %s was lost by the server; submitting it once more", lost.prompt_id)
-            with fail_fast():
-                workflow = prepare_workflow_for(
-                    self.hook, self.workflow, self.overrides, validate=self.validate, log=self.log
-                )
+            workflow = self._prepare(self.hook)
             self._submit(self.hook, workflow, lost.prompt_id)
             self._defer(lost.prompt_id, resubmitted=True)
         return self._finish(context, status)
@@ -196,6 +206,20 @@ class ComfyUIPromptOperator(BaseOperator):
             self._cancel(prompt_id, "the task was killed")
 
     # --- steps --------------------------------------------------------------------------------------
+
+    def _prepare(self, hook: ComfyUIHook) -> dict[str, Any]:
+        from airflow_comfy.tasks import fail_fast, prepare_workflow_for
+
+        with fail_fast():
+            return prepare_workflow_for(
+                hook,
+                self.workflow,
+                self.overrides,
+                validate=self.validate,
+                log=self.log,
+                inputs=self.inputs,
+                input_subfolder=self.input_subfolder,
+            )
 
     def _submit(
         self, hook: ComfyUIHook, workflow: Mapping[str, Any], prompt_id: str
@@ -342,3 +366,47 @@ class ComfyUIFreeOperator(BaseOperator):
         from airflow_comfy.hooks.comfyui import ComfyUIHook
 
         ComfyUIHook(self.comfyui_conn_id).free(unload_models=self.unload_models, free_memory=self.free_memory)
+
+
+class ComfyUIUploadOperator(BaseOperator):
+    """Upload files to ComfyUI's input folder; returns the names to use in LoadImage-like nodes.
+
+    :param files: local paths or object-storage URIs (``s3://…``). Templated.
+    :param subfolder: the subfolder of ComfyUI's input folder. Templated.
+    :param overwrite: replace a file of the same name instead of letting ComfyUI rename the upload.
+
+    Returns ``["<subfolder>/<name>", …]`` in the order of ``files``: the names the server chose
+    (identical bytes reuse the existing file; different bytes under a taken name get ``name (1).ext``).
+    """
+
+    template_fields: Sequence[str] = ("files", "subfolder")
+
+    def __init__(
+        self,
+        *,
+        files: Sequence[str | os.PathLike[str]],
+        comfyui_conn_id: str = "comfyui_default",
+        subfolder: str = "airflow",
+        overwrite: bool = False,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.files = files
+        self.comfyui_conn_id = comfyui_conn_id
+        self.subfolder = subfolder
+        self.overwrite = overwrite
+
+    def execute(self, context: Context) -> list[str]:
+        from airflow_comfy.hooks.comfyui import ComfyUIHook
+        from airflow_comfy.inputs import upload_file, uploaded_reference
+        from airflow_comfy.tasks import fail_fast
+
+        hook = ComfyUIHook(self.comfyui_conn_id)
+        sources = [self.files] if isinstance(self.files, str | os.PathLike) else list(self.files)
+        names = []
+        with fail_fast():
+            for source in sources:
+                answer = upload_file(hook, source, subfolder=self.subfolder, overwrite=self.overwrite)
+                self.log.info("Uploaded %s as %s", source, uploaded_reference(answer))
+                names.append(uploaded_reference(answer))
+        return names

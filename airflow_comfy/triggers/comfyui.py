@@ -8,7 +8,7 @@ Invariants:
 - ``serialize()`` returns JSON-safe kwargs only, and the deadline is wall-clock (epoch seconds),
   so a trigger moved to another triggerer after a restart keeps the same deadline;
 - exactly one event is yielded, always a dict with ``status`` in :data:`EVENT_STATUSES` and
-  ``prompt_id`` (see :func:`airflow_comfy.outputs.event_to_result` for how it is read);
+  ``prompt_id`` (see :func:`airflow_comfy.outputs.status_from_event` for how it is read);
 - one request burst (history, queue when needed) per prompt per ``poll_interval``; no busy loop.
 """
 

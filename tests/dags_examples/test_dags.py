@@ -16,7 +16,12 @@ from airflow_comfy.testing.dags import run_dag
 
 from .conftest import DAGS_FOLDER
 
-EXAMPLES = {"comfyui_single_prompt", "comfyui_batch_mapped", "comfyui_submit_then_sense"}
+EXAMPLES = {
+    "comfyui_single_prompt",
+    "comfyui_batch_mapped",
+    "comfyui_submit_then_sense",
+    "comfyui_etl_folder",
+}
 
 
 def test_dagbag_imports_every_example_without_errors(example_outputs: Path) -> None:
@@ -26,7 +31,7 @@ def test_dagbag_imports_every_example_without_errors(example_outputs: Path) -> N
     assert bag.import_errors == {}
     assert set(bag.dag_ids) >= EXAMPLES
     for dag_id in EXAMPLES:
-        dag = bag.get_dag(dag_id)
+        dag = bag.dags[dag_id]
         assert dag is not None and "comfyui" in dag.tags and dag.schedule is None
 
 
@@ -75,3 +80,25 @@ def test_submit_then_sense(session_standin: StandInServer, example_outputs: Path
     assert server_path.startswith("output/sensed/")
     assert (session_standin.base_dir / server_path).is_file()
     assert result.return_value("use") == server_path
+
+
+def test_etl_folder_processes_every_input_image(
+    session_standin: StandInServer, example_outputs: Path
+) -> None:
+    result = run_dag("comfyui_etl_folder", DAGS_FOLDER, comfyui_url=session_standin.url)
+
+    result.raise_for_state()
+    inputs = sorted((DAGS_FOLDER / "inputs").glob("*.png"))
+    processed = {key: state for key, state in result.task_states.items() if key[0] == "process"}
+    assert processed == {("process", i): "success" for i in range(len(inputs))}
+    paths = result.return_value("summarise")
+    assert len(paths) == len(inputs)
+    for source, path in zip(inputs, paths, strict=True):
+        # The web-UI workflow was converted and run: resized to 128x128, blurred and inverted.
+        with Image.open(source) as original, Image.open(path) as image:
+            assert image.size == (128, 128)
+            r, g, b = original.convert("RGB").getpixel((2, 2))
+            assert image.convert("RGB").getpixel((2, 2)) == (255 - r, 255 - g, 255 - b)
+        assert Path(path).is_relative_to(example_outputs / "comfyui_etl_folder")
+    uploaded = sorted(p.name for p in (session_standin.base_dir / "input" / "etl-inputs").iterdir())
+    assert uploaded == [p.name for p in inputs]

@@ -31,6 +31,7 @@ from airflow_comfy.operators.comfyui import (
     ComfyUICancelPromptOperator,
     ComfyUIFreeOperator,
     ComfyUIPromptOperator,
+    ComfyUIUploadOperator,
 )
 from airflow_comfy.protocol.ids import is_canonical_uuid
 from airflow_comfy.testing import StandInServer
@@ -623,3 +624,41 @@ def test_deferred_prompt_lost_in_a_restart(standin: StandInServer, comfy_conn: s
     lost = {"status": "lost", "prompt_id": prompt_id, "message": "gone again"}
     with pytest.raises(ComfyUIPromptLostError):
         op.execute_complete(make_context(ti), lost, resubmitted=True)
+
+
+def _png(path: Path, color: tuple[int, int, int]) -> Path:
+    Image.new("RGB", (8, 8), color).save(path)
+    return path
+
+
+def test_upload_operator_returns_server_names(
+    standin: StandInServer, comfy_conn: str, tmp_path: Path
+) -> None:
+    first = _png(tmp_path / "a.png", (1, 2, 3))
+    (tmp_path / "b").mkdir()
+    clash = _png(tmp_path / "b" / "a.png", (9, 9, 9))
+    op = ComfyUIUploadOperator(
+        task_id="up", comfyui_conn_id=comfy_conn, files=[first, clash, first], subfolder="in"
+    )
+    assert op.execute(make_context(FakeTI("up"))) == ["in/a.png", "in/a (1).png", "in/a.png"]
+    with pytest.raises(AirflowFailException, match="no such file"):
+        ComfyUIUploadOperator(
+            task_id="up", comfyui_conn_id=comfy_conn, files=[tmp_path / "none.png"]
+        ).execute(make_context(FakeTI("up")))
+
+
+def test_inputs_are_uploaded_and_wired_before_submit(
+    standin: StandInServer, comfy_conn: str, tmp_path: Path, contract_workflows: dict[str, Any]
+) -> None:
+    workflow = contract_workflows["load_invert_save"]
+    op = make_op(
+        comfy_conn,
+        workflow,
+        inputs={"LoadImage": _png(tmp_path / "src.png", (200, 100, 50))},
+        input_subfolder="job-1",
+        output_dir=tmp_path / "out",
+    )
+    [path] = op.execute(make_context(FakeTI()))
+    with Image.open(path) as image:
+        assert image.convert("RGB").getpixel((0, 0)) == (55, 155, 205)
+    assert (standin.base_dir / "input" / "job-1" / "src.png").is_file()
