@@ -89,10 +89,15 @@ class ComfyUIHook(BaseHook):
         comfyui_conn_id: str = default_conn_name,
         *,
         settings: ComfyUISettings | None = None,
+        server: str | None = None,
+        capability_routing: bool = False,
     ) -> None:
         super().__init__()
         self.comfyui_conn_id = comfyui_conn_id
+        self.capability_routing = capability_routing
         self._settings = settings
+        self._server = server.rstrip("/") if server else None
+        self._pinned = False
         self._transport: Transport | None = None
         self._object_info: dict[str, Any] | None = None
         self._jobs_api: bool | None = None
@@ -109,7 +114,72 @@ class ComfyUIHook(BaseHook):
             conn = self.get_connection(self.comfyui_conn_id)
             self._settings = settings_from_connection(conn)
             _mask(self._settings)
+        if self._server is not None and not self._pinned:
+            server, self._server = self._server, None
+            self.pin(server)
         return self._settings
+
+    # --- several servers (extra.hosts) ------------------------------------------------------------
+
+    @property
+    def servers(self) -> tuple[str, ...]:
+        """Every server of the connection; one for an ordinary connection."""
+        return self.settings.servers
+
+    @property
+    def is_pinned(self) -> bool:
+        """True once the hook talks to one chosen server (always true for a one-server connection)."""
+        return self._pinned or not self.settings.is_pool
+
+    def pin(self, server: str) -> None:
+        """Talk to ``server`` (one of :attr:`servers`) from now on: waiting, files, cancel, everything."""
+        settings = self.settings.for_server(server)
+        if settings.base_url != self.settings.base_url:
+            self.close()
+            self._transport = None
+            self._object_info = None
+            self._jobs_api = None
+        self._settings = settings
+        self._pinned = True
+
+    def choose_server(self, workflow: Mapping[str, Any] | None = None) -> str:
+        """Pin the least loaded reachable server (with every node type of ``workflow`` when
+        :attr:`capability_routing` is on) and return it. A one-server connection just returns it."""
+        from airflow_comfy.hooks import pool
+
+        if self.is_pinned:
+            return self.base_url
+        required = pool.required_node_types(workflow) if self.capability_routing else frozenset()
+        chosen, states = pool.choose(self.settings, required)
+        for state in states:
+            if not state.eligible:
+                self.log.warning("Skipping ComfyUI server %s: %s", state.url, state.problem)
+        loads = ", ".join(f"{s.url}={s.queue_remaining}" for s in states if s.eligible)
+        self.log.info("Chose ComfyUI server %s (queue lengths: %s)", chosen, loads)
+        self.pin(chosen)
+        return chosen
+
+    def locate_prompt(self, prompt_id: str, *, prefer: str | None = None) -> PromptStatus:
+        """Find ``prompt_id`` on the pool's servers (``prefer`` first) and pin the one that knows it.
+
+        Returns ``NOT_FOUND`` (and leaves the hook unpinned) when no reachable server has it.
+        """
+        if self.is_pinned:
+            return self.get_prompt_status(prompt_id)
+        order = sorted(self.servers, key=lambda url: url != (prefer or "").rstrip("/"))
+        for url in order:
+            probe = ComfyUIHook(self.comfyui_conn_id, settings=self.settings.for_server(url))
+            try:
+                status = probe.get_prompt_status(prompt_id)
+            except ComfyUIError as exc:
+                self.log.warning("Could not look for prompt %s on %s: %s", prompt_id, url, exc)
+                continue
+            finally:
+                probe.close()
+            if status.state is not PromptState.NOT_FOUND:
+                self.pin(url)
+                return status
+        return PromptStatus(prompt_id, PromptState.NOT_FOUND)
 
     @property
     def base_url(self) -> str:
@@ -153,10 +223,15 @@ class ComfyUIHook(BaseHook):
     ) -> dict[str, Any]:
         """POST /prompt. Returns ``{"prompt_id", "number", "node_errors", "client_id"}``.
 
+        On a connection with several servers, the least loaded one is chosen first (:meth:`choose_server`)
+        and the hook stays pinned to it. The answer carries ``server``, the chosen base URL.
+
         A 400 raises :class:`ComfyUIValidationError` listing every node's problem. Transient failures
         are retried; a 500 (ComfyUI's answer to a body it could not parse) is retried once only.
         The same ``prompt_id`` is never submitted twice by one call.
         """
+        if not self.is_pinned:
+            self.choose_server(workflow)
         client_id = client_id or new_client_id()
         prompt_id = prompt_id or new_client_id_uuid()
         body: dict[str, Any] = {"prompt": dict(workflow), "client_id": client_id, "prompt_id": prompt_id}
@@ -197,7 +272,7 @@ class ComfyUIHook(BaseHook):
             )
         except _AlreadySubmitted:
             self.log.info("Prompt %s reached ComfyUI on an earlier attempt; not submitting again", prompt_id)
-            return {**already[0], "client_id": client_id}
+            return {**already[0], "client_id": client_id, "server": self.base_url}
         try:
             answer = response.json()
         except ValueError:
@@ -226,7 +301,7 @@ class ComfyUIHook(BaseHook):
             self.base_url,
             answer.get("number"),
         )
-        return {**answer, "client_id": client_id}
+        return {**answer, "client_id": client_id, "server": self.base_url}
 
     # --- reading state ----------------------------------------------------------------------------
 

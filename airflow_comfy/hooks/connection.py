@@ -20,7 +20,7 @@ from __future__ import annotations
 import base64
 import json
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 from airflow_comfy.protocol.urls import build_base_url
@@ -94,10 +94,31 @@ class ComfyUISettings:
     max_retries: int = 5
     retry_min_wait: float = 0.5
     retry_max_wait: float = 10.0
+    #: Every server of the connection (``host`` first, then ``extra.hosts``); ``base_url`` is one of them.
+    servers: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if not self.servers:
+            object.__setattr__(self, "servers", (self.base_url,))
+        elif self.base_url not in self.servers:
+            raise ValueError(f"{self.base_url} is not one of the servers of connection {self.conn_id!r}")
 
     @property
     def timeout(self) -> tuple[float, float]:
         return (self.connect_timeout, self.read_timeout)
+
+    @property
+    def is_pool(self) -> bool:
+        """True when the connection names more than one server."""
+        return len(self.servers) > 1
+
+    def for_server(self, server: str) -> ComfyUISettings:
+        """The same settings (auth, TLS, timeouts) pinned to ``server``, which must be in the pool."""
+        wanted = server.rstrip("/")
+        if wanted not in self.servers:
+            known = ", ".join(self.servers)
+            raise ValueError(f"{wanted} is not a server of connection {self.conn_id!r} (servers: {known})")
+        return replace(self, base_url=wanted)
 
 
 def parse_bool(value: Any, *, name: str, default: bool) -> bool:
@@ -172,15 +193,36 @@ def settings_from_connection(conn: ConnectionLike) -> ComfyUISettings:
         raise ValueError(f"Connection {conn.conn_id!r}: {err}") from None
 
 
+def _parse_hosts(value: Any) -> list[str]:
+    """``extra.hosts``: a JSON list, JSON text of a list, or comma-separated text (URI form)."""
+    if value in (None, ""):
+        return []
+    if isinstance(value, str):
+        text = value.strip()
+        value = json.loads(text) if text.startswith("[") else text.split(",")
+    if not isinstance(value, list | tuple):
+        raise ValueError("extra.hosts must be a list of host names or URLs")
+    return [str(item).strip() for item in value if str(item).strip()]
+
+
 def _settings_from_connection(conn: ConnectionLike) -> ComfyUISettings:
     extra = dict(conn.extra_dejson or {})
-    base_url = build_base_url(
-        conn.host or "",
-        port=conn.port,
-        schema=conn.schema or None,
-        use_ssl=parse_bool(extra.get("use_ssl"), name="use_ssl", default=False),
-        path_prefix=extra.get("path_prefix") or None,
-    )
+    use_ssl = parse_bool(extra.get("use_ssl"), name="use_ssl", default=False)
+    hosts = ([conn.host] if conn.host else []) + _parse_hosts(extra.get("hosts"))
+    if not hosts:
+        hosts = [""]  # build_base_url explains that a host is needed
+    servers: list[str] = []
+    for host in hosts:
+        url = build_base_url(
+            host,
+            port=conn.port if "://" not in host and ":" not in host else None,
+            schema=conn.schema or None,
+            use_ssl=use_ssl,
+            path_prefix=extra.get("path_prefix") or None,
+        )
+        if url not in servers:
+            servers.append(url)
+    base_url = servers[0]
     headers = _parse_headers(extra.get("headers"))
     token = extra.get("token")
     # An explicit Authorization in extra.headers wins, whatever its spelling (headers are case-insensitive).
@@ -200,4 +242,5 @@ def _settings_from_connection(conn: ConnectionLike) -> ComfyUISettings:
         max_retries=_parse_count(extra.get("max_retries"), name="max_retries", default=5),
         retry_min_wait=_parse_float(extra.get("retry_min_wait"), name="retry_min_wait", default=0.5),
         retry_max_wait=_parse_float(extra.get("retry_max_wait"), name="retry_max_wait", default=10.0),
+        servers=tuple(servers),
     )
