@@ -1,7 +1,8 @@
 """airflow-comfy: an Apache Airflow provider for ComfyUI.
 
 The public API is re-exported here lazily, so ``import airflow_comfy`` stays cheap for DAG parsing:
-``ComfyUIHook``, the operators and sensor, and the exceptions.
+``ComfyUIHook``, the operators and sensor, the extra links, the TaskFlow helper ``run_workflow`` and
+the exceptions.
 """
 
 from __future__ import annotations
@@ -19,6 +20,9 @@ _EXPORTS = {
     "ComfyUIUploadOperator": "airflow_comfy.operators.comfyui",
     "ComfyUIPromptSensor": "airflow_comfy.sensors.comfyui",
     "ComfyUIPromptTrigger": "airflow_comfy.triggers.comfyui",
+    "ComfyUIWebLink": "airflow_comfy.links",
+    "ComfyUIOutputLink": "airflow_comfy.links",
+    "run_workflow": "airflow_comfy.taskflow",
 }
 _EXCEPTIONS = "airflow_comfy.exceptions"
 

@@ -35,7 +35,10 @@ def get_provider_info() -> dict[str, Any]:
                 "conn-fields": _conn_fields(),
             }
         ],
-        "extra-links": [],
+        "extra-links": [
+            "airflow_comfy.links.ComfyUIWebLink",
+            "airflow_comfy.links.ComfyUIOutputLink",
+        ],
     }
 
 

@@ -11,6 +11,9 @@ node id, a title or a unique class_type (the same selectors as overrides).
 
 Invariant: the name wired into the workflow is always the one the server returned, never the local
 file name, so a renamed or de-duplicated upload is referenced correctly.
+
+Each uploaded source is recorded as a hook-level lineage input (``file://…`` or its object-storage
+URI) where Airflow collects hook lineage; see :func:`airflow_comfy.tasks.record_lineage`.
 """
 
 from __future__ import annotations
@@ -56,9 +59,13 @@ def upload_file(
     hook: ComfyUIHook, source: InputSource, *, subfolder: str = DEFAULT_SUBFOLDER, overwrite: bool = False
 ) -> dict[str, str]:
     """Upload one local or object-storage file; returns the server's ``{"name", "subfolder", "type"}``."""
+    from airflow_comfy.tasks import lineage_uri, record_lineage
+
     handle, name = _open_source(source)
     with handle:
-        return hook.upload_image(handle, filename=name, subfolder=subfolder, overwrite=overwrite)
+        answer = hook.upload_image(handle, filename=name, subfolder=subfolder, overwrite=overwrite)
+    record_lineage(hook, inputs=[lineage_uri(os.fspath(source).removeprefix("file://"))])
+    return answer
 
 
 def upload_input_name(node_class_info: Mapping[str, Any] | None, node_inputs: Mapping[str, Any]) -> str:

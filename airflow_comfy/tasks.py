@@ -1,19 +1,26 @@
-"""Steps shared by the operator and the sensor: preparing a workflow, prompt ids, XComs, outputs.
+"""Steps shared by the operator, the sensor and the TaskFlow helper: preparing a workflow, prompt ids,
+XComs, outputs, Asset events and hook-level lineage.
 
 Invariants:
 - :func:`task_prompt_id` is a pure function of (dag_id, run_id, task_id, map_index, workflow), so
   every try of one task instance, and only it, computes the same prompt id;
 - XComs pushed here never contain credentials: URLs come from ``protocol.urls`` (redacted);
 - errors that no retry can fix (a rejected or unreadable workflow) become ``AirflowFailException``
-  so they do not consume the task's retries.
+  so they do not consume the task's retries;
+- the ``extra`` of an Asset event emitted for an outlet is JSON-safe and credential-free too (the
+  prompt id, the returned paths, the output records and the redacted server URL);
+- lineage is best effort: it is recorded only where Airflow's hook lineage collector exists
+  (``airflow.sdk.lineage``), and a failure to record it never fails the task.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from airflow.sdk.exceptions import AirflowFailException
@@ -104,9 +111,14 @@ def finish_prompt(
     output_kinds: Iterable[str] | None,
     log: logging.Logger,
 ) -> list[str]:
-    """Push the ``outputs`` (and ``texts``) XComs of a successful prompt; return the file paths."""
+    """Push the ``outputs`` (and ``texts``) XComs of a successful prompt; return the file paths.
+
+    Also records the files as hook-level lineage outputs, and sets the ``extra`` of the event of
+    every Asset outlet of the task (see :func:`asset_event_extra`).
+    """
     ti = context["ti"]
-    ti.xcom_push(key="outputs", value=output_records(status.outputs, hook.base_url))
+    records = output_records(status.outputs, hook.base_url)
+    ti.xcom_push(key="outputs", value=records)
     if status.texts:
         ti.xcom_push(key="texts", value=dict(status.texts))
     paths = collect_paths(hook, status.outputs, output_dir, kinds=output_kinds)
@@ -114,4 +126,91 @@ def finish_prompt(
     log.info("Prompt %s succeeded with %d output file(s) %s", status.prompt_id, len(paths), where)
     for path in paths:
         log.info("  %s", path)
+    record_output_lineage(hook, paths, records, downloaded=output_dir is not None)
+    extra = asset_event_extra(status.prompt_id, paths, records, hook.base_url)
+    for asset in emit_asset_events(context, extra):
+        log.info("Asset event for %s: prompt %s, %d file(s)", asset, status.prompt_id, len(paths))
     return paths
+
+
+def asset_event_extra(
+    prompt_id: str, paths: Iterable[str], records: Iterable[Mapping[str, Any]], base_url: str
+) -> dict[str, Any]:
+    """The ``extra`` of the Asset events of a finished prompt (JSON-safe, credential-free).
+
+    ``{"prompt_id", "paths", "outputs", "comfyui_url"}``: ``paths`` are what the task returned (the
+    downloaded copies, or the server-side paths); ``outputs`` the records of the ``outputs`` XCom.
+    """
+    return json.loads(
+        json.dumps(
+            {
+                "prompt_id": prompt_id,
+                "paths": [str(path) for path in paths],
+                "outputs": [dict(record) for record in records],
+                "comfyui_url": urls.redact_url(base_url),
+            }
+        )
+    )
+
+
+def emit_asset_events(context: Context, extra: Mapping[str, Any]) -> list[Any]:
+    """Merge ``extra`` into the event of every Asset (or Asset reference) outlet of the task.
+
+    Returns those outlets. Asset aliases are left alone: an alias event needs a concrete asset,
+    which the DAG author adds (``outlet_events[alias].add(Asset(...), extra=...)``).
+    """
+    from airflow.sdk import Asset
+    from airflow.sdk.definitions.asset import AssetRef
+
+    task = context.get("task")
+    events = context.get("outlet_events")
+    if task is None or events is None:
+        return []
+    emitted = []
+    for outlet in getattr(task, "outlets", None) or ():
+        if isinstance(outlet, Asset | AssetRef):
+            events[outlet].extra.update(extra)
+            emitted.append(outlet)
+    return emitted
+
+
+def hook_lineage_collector() -> Any | None:
+    """Airflow's hook lineage collector, or ``None`` where this Airflow has none."""
+    try:
+        from airflow.sdk.lineage import get_hook_lineage_collector
+    except ImportError:  # pragma: no cover - every supported Airflow (>= 3.2) has it
+        return None
+    return get_hook_lineage_collector()
+
+
+def lineage_uri(path: str) -> str:
+    """A lineage URI for a local path (``file://…``) or an object-storage URI (kept as it is)."""
+    if "://" in path:
+        return path
+    return Path(path).expanduser().resolve().as_uri()
+
+
+def record_lineage(hook: Any, *, inputs: Iterable[str] = (), outputs: Iterable[str] = ()) -> None:
+    """Record ``inputs`` and ``outputs`` (URIs) as hook-level lineage of ``hook``; best effort."""
+    try:
+        collector = hook_lineage_collector()
+        if collector is None:
+            return
+        for uri in inputs:
+            collector.add_input_asset(context=hook, uri=uri)
+        for uri in outputs:
+            collector.add_output_asset(context=hook, uri=uri)
+    except Exception as exc:  # lineage must never fail the task
+        logging.getLogger(__name__).debug("Could not record lineage: %s", exc)
+
+
+def record_output_lineage(
+    hook: ComfyUIHook, paths: Iterable[str], records: Iterable[Mapping[str, Any]], *, downloaded: bool
+) -> None:
+    """Downloaded copies as ``file://`` or object-storage URIs; else each file's ``/view`` URL."""
+    if downloaded:
+        uris = [lineage_uri(path) for path in paths]
+    else:
+        wanted = set(paths)
+        uris = [str(r["view_url"]) for r in records if r.get("server_path") in wanted and r.get("view_url")]
+    record_lineage(hook, outputs=uris)

@@ -1,4 +1,4 @@
-"""The provider metadata: every class path imports, and Airflow's own CLI sees the provider."""
+"""The provider metadata: every class path imports, and Airflow's own CLI sees the provider and its links."""
 
 from __future__ import annotations
 
@@ -20,6 +20,17 @@ def test_every_listed_module_and_class_imports():
         for entry in info[section]:
             for module in entry["python-modules"]:
                 importlib.import_module(module)
+    links = {}
+    for path in info["extra-links"]:
+        module, _, cls = path.rpartition(".")
+        links[path] = getattr(importlib.import_module(module), cls)
+    from airflow.sdk import BaseOperatorLink
+
+    from airflow_comfy.operators.comfyui import ComfyUIPromptOperator
+
+    assert all(issubclass(link, BaseOperatorLink) for link in links.values())
+    # Every link the prompt operator shows is registered, so the API server can rebuild it.
+    assert {type(link) for link in ComfyUIPromptOperator.operator_extra_links} == set(links.values())
     (conn_type,) = info["connection-types"]
     assert conn_type["connection-type"] == "comfyui"
     module, _, cls = conn_type["hook-class-name"].rpartition(".")
@@ -42,6 +53,12 @@ def test_airflow_cli_lists_the_provider_and_accepts_the_connection_type(tmp_path
     )
     assert listed.returncode == 0, listed.stderr[-2000:]
     assert "airflow-comfy" in listed.stdout
+    links = subprocess.run(
+        [*airflow, "providers", "links", "-o", "plain"], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert links.returncode == 0, links.stderr[-2000:]
+    assert "airflow_comfy.links.ComfyUIWebLink" in links.stdout
+    assert "airflow_comfy.links.ComfyUIOutputLink" in links.stdout
     subprocess.run([*airflow, "db", "migrate"], env=env, capture_output=True, timeout=180, check=True)
     added = subprocess.run(
         [

@@ -1,4 +1,4 @@
-"""``airflow_comfy.tasks``: prompt-id derivation, XComs, fail-fast, workflow preparation, finishing."""
+"""``airflow_comfy.tasks``: prompt-id derivation, XComs, fail-fast, workflow preparation, finishing, assets."""
 
 from __future__ import annotations
 
@@ -16,6 +16,8 @@ from airflow_comfy.hooks.connection import ComfyUISettings, SecretHeaders
 from airflow_comfy.protocol.ids import is_canonical_uuid
 from airflow_comfy.protocol.states import PromptState
 from airflow_comfy.tasks import (
+    asset_event_extra,
+    emit_asset_events,
     fail_fast,
     finish_prompt,
     prepare_workflow_for,
@@ -120,3 +122,41 @@ def test_finish_pushes_outputs_and_texts(standin: StandInServer, hook: ComfyUIHo
     assert paths == [str(tmp_path / "tasks" / "x_00001_.png")]
     assert [r["filename"] for r in ti.pushed["outputs"]] == ["x_00001_.png"]
     assert ti.pushed["texts"] == {"3": ["8"]}  # PreviewAny of the width
+
+
+def test_asset_events_get_the_prompt_and_paths_merged_into_their_extra() -> None:
+    from airflow.sdk import Asset, AssetAlias
+    from airflow.sdk.execution_time.context import OutletEventAccessors
+
+    renders, other, alias = Asset("comfyui://renders/a"), Asset("comfyui://renders/b"), AssetAlias("any")
+    events = OutletEventAccessors()
+    events[renders].extra["owner"] = "team-a"  # set by the DAG author: kept
+    task = type("Task", (), {"outlets": [renders, alias, other]})()
+    extra = asset_event_extra("p-1", ["/out/x.png"], [{"filename": "x.png"}], "http://h:8188")
+
+    emitted = emit_asset_events({"task": task, "outlet_events": events}, extra)  # type: ignore[arg-type]
+
+    assert emitted == [renders, other]
+    assert events[renders].extra == {"owner": "team-a", **extra}
+    assert events[other].extra == extra
+    assert events[alias].extra == {} and events[alias].asset_alias_events == []
+    # Outside a task (no outlet accessors) nothing is emitted, and nothing fails.
+    assert emit_asset_events({"task": task}, extra) == []  # type: ignore[arg-type]
+
+
+def test_asset_event_extra_is_json_safe_and_credential_free() -> None:
+    from pathlib import PurePosixPath
+
+    extra = asset_event_extra(
+        "p-1",
+        [PurePosixPath("/out/x.png")],  # type: ignore[list-item]
+        ({"filename": "x.png", "view_url": "https://gpu.example.com/view?filename=x.png"},),
+        "https://ann:pw-123@gpu.example.com/comfy",
+    )
+    assert extra == {
+        "prompt_id": "p-1",
+        "paths": ["/out/x.png"],
+        "outputs": [{"filename": "x.png", "view_url": "https://gpu.example.com/view?filename=x.png"}],
+        "comfyui_url": "https://gpu.example.com/comfy",
+    }
+    assert json.loads(json.dumps(extra)) == extra

@@ -5,6 +5,11 @@
   ``comfyui_url`` are pushed *before* waiting, ``outputs`` (one record per file) after.
 - :class:`ComfyUICancelPromptOperator` cancels one prompt; :class:`ComfyUIFreeOperator` calls /free.
 
+The prompt operator shows two extra links (:mod:`airflow_comfy.links`): the ComfyUI web UI and its
+first output. Declared ``outlets`` (Assets) get an event on success whose ``extra`` carries the
+prompt id and output paths. :meth:`ComfyUIPromptOperator.run_prompt` is the whole task without
+Airflow's deferral, shared with :func:`airflow_comfy.taskflow.run_workflow`.
+
 Invariants:
 - a retried task never starts a second GPU job for the same work: the prompt id is derived from
   dag_id, run_id, task_id, map_index and the workflow, and a prompt that is already queued, running
@@ -25,6 +30,8 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from airflow.sdk import BaseOperator
 from airflow.sdk.configuration import conf
+
+from airflow_comfy.links import ComfyUIOutputLink, ComfyUIWebLink
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -83,6 +90,7 @@ class ComfyUIPromptOperator(BaseOperator):
         "extra_data": "json",
     }
     ui_color = "#e8e0ff"
+    operator_extra_links = (ComfyUIWebLink(), ComfyUIOutputLink())
 
     def __init__(
         self,
@@ -133,6 +141,7 @@ class ComfyUIPromptOperator(BaseOperator):
         self.inputs = inputs
         self.input_subfolder = input_subfolder
         self._active_prompt: str | None = None
+        self._kill_requested = False  # set by on_kill: the wait stops and nothing is resubmitted
 
     @cached_property
     def hook(self) -> ComfyUIHook:
@@ -143,6 +152,14 @@ class ComfyUIPromptOperator(BaseOperator):
     # --- the task ---------------------------------------------------------------------------------
 
     def execute(self, context: Context) -> Any:
+        return self.run_prompt(context)
+
+    def run_prompt(self, context: Context) -> Any:
+        """Prepare, derive the prompt id, re-attach or submit, wait, and collect the outputs.
+
+        The body of :meth:`execute`, callable from inside another task (see
+        :func:`airflow_comfy.taskflow.run_workflow`); it defers only when ``deferrable`` is set.
+        """
         from airflow_comfy.protocol.states import PromptState
         from airflow_comfy.tasks import push_prompt_xcoms, task_prompt_id
 
@@ -201,6 +218,7 @@ class ComfyUIPromptOperator(BaseOperator):
         return self._finish(context, status)
 
     def on_kill(self) -> None:
+        self._kill_requested = True  # first, so that a wait starting now sees it (see _wait)
         prompt_id = self._active_prompt
         if prompt_id and self.cancel_on_kill:
             self._cancel(prompt_id, "the task was killed")
@@ -257,11 +275,13 @@ class ComfyUIPromptOperator(BaseOperator):
         from airflow_comfy.exceptions import ComfyUIError, ComfyUIPromptLostError, ComfyUITimeoutError
 
         self._active_prompt = prompt_id
+        if self._kill_requested:  # killed before the wait began: on_kill saw no prompt to cancel
+            self._cancel(prompt_id, "the task was killed")
         try:
             try:
                 return self._wait_once(hook, workflow, prompt_id, client_id, socket)
             except ComfyUIPromptLostError:
-                if not self.resubmit_if_lost:
+                if not self.resubmit_if_lost or self._kill_requested:
                     raise
                 self.log.warning("Prompt %s was lost by the server; submitting it once more", prompt_id)
                 client_id, socket = self._submit(hook, workflow, prompt_id)
@@ -295,6 +315,7 @@ class ComfyUIPromptOperator(BaseOperator):
             lost_grace=self.lost_grace,
             total_nodes=len(workflow),
             on_progress=lambda line: self.log.info("Prompt %s: %s", prompt_id, line),
+            should_stop=lambda: self._kill_requested,
         )
 
     def _defer(self, prompt_id: str, *, resubmitted: bool = False) -> None:

@@ -5,6 +5,9 @@ pushing the same ``outputs`` XCom); fails at once — without retries, since the
 — when it ended in an error, was interrupted, or is lost. Works in ``poke``, ``reschedule`` and
 deferrable mode (the same trigger as the operator).
 
+Like the operator it shows the "ComfyUI" and "ComfyUI output" extra links (it pushes the
+``comfyui_url`` XCom when it starts) and emits an event for each Asset in ``outlets`` on success.
+
 Invariant: a prompt is declared lost only after it was found in neither history nor queue for
 ``lost_grace`` seconds (measured across pokes of one sensor process; in reschedule mode, within one
 poke), so a slow queue write never fails the sensor.
@@ -20,6 +23,8 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseSensorOperator, PokeReturnValue
 from airflow.sdk.configuration import conf
+
+from airflow_comfy.links import ComfyUIOutputLink, ComfyUIWebLink
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -39,6 +44,7 @@ class ComfyUIPromptSensor(BaseSensorOperator):
     """
 
     template_fields: Sequence[str] = ("prompt_id", "output_dir")
+    operator_extra_links = (ComfyUIWebLink(), ComfyUIOutputLink())
 
     def __init__(
         self,
@@ -67,6 +73,9 @@ class ComfyUIPromptSensor(BaseSensorOperator):
         return ComfyUIHook(self.comfyui_conn_id)
 
     def execute(self, context: Context) -> Any:
+        from airflow_comfy.protocol import urls
+
+        context["ti"].xcom_push(key="comfyui_url", value=urls.redact_url(self.hook.base_url))
         if not self.deferrable:
             return super().execute(context)
         done = self.poke(context)

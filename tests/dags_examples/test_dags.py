@@ -8,6 +8,7 @@ Runs go through :func:`airflow_comfy.testing.dags.run_dag` (migrated DB once per
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from PIL import Image
 
@@ -21,7 +22,10 @@ EXAMPLES = {
     "comfyui_batch_mapped",
     "comfyui_submit_then_sense",
     "comfyui_etl_folder",
+    "comfyui_assets_producer",
 }
+# Examples scheduled on something else than None (their schedule is checked in their own test).
+SCHEDULED_EXAMPLES = {"comfyui_assets_consumer"}
 
 
 def test_dagbag_imports_every_example_without_errors(example_outputs: Path) -> None:
@@ -29,7 +33,7 @@ def test_dagbag_imports_every_example_without_errors(example_outputs: Path) -> N
 
     bag = DagBag(dag_folder=str(DAGS_FOLDER))
     assert bag.import_errors == {}
-    assert set(bag.dag_ids) >= EXAMPLES
+    assert set(bag.dag_ids) >= EXAMPLES | SCHEDULED_EXAMPLES
     for dag_id in EXAMPLES:
         dag = bag.dags[dag_id]
         assert dag is not None and "comfyui" in dag.tags and dag.schedule is None
@@ -102,3 +106,49 @@ def test_etl_folder_processes_every_input_image(
         assert Path(path).is_relative_to(example_outputs / "comfyui_etl_folder")
     uploaded = sorted(p.name for p in (session_standin.base_dir / "input" / "etl-inputs").iterdir())
     assert uploaded == [p.name for p in inputs]
+
+
+def _asset_events(dag_id: str, run_id: str) -> list[tuple[str, dict[str, Any]]]:
+    """(asset uri, extra) of every Asset event the run ``dag_id``/``run_id`` emitted, from the DB."""
+    from airflow.models.asset import AssetEvent, AssetModel
+    from airflow.utils.session import create_session
+    from sqlalchemy import select
+
+    with create_session() as session:
+        rows = session.execute(
+            select(AssetModel.uri, AssetEvent.extra)
+            .join(AssetModel, AssetModel.id == AssetEvent.asset_id)
+            .where(AssetEvent.source_dag_id == dag_id, AssetEvent.source_run_id == run_id)
+        ).all()
+    return [(uri, dict(extra or {})) for uri, extra in rows]
+
+
+def test_assets_producer_emits_an_event_the_consumer_reads(
+    session_standin: StandInServer, example_outputs: Path
+) -> None:
+    from airflow.dag_processing.dagbag import DagBag
+    from airflow.sdk import Asset
+
+    consumer = DagBag(dag_folder=str(DAGS_FOLDER)).dags["comfyui_assets_consumer"]
+    renders = Asset(name="comfyui_renders", uri="comfyui://renders/scale_blur_save")
+    assert list(consumer.timetable.asset_condition.objects) == [renders]  # scheduled on the asset
+
+    produced = run_dag("comfyui_assets_producer", DAGS_FOLDER, comfyui_url=session_standin.url)
+
+    produced.raise_for_state()
+    [path] = produced.return_value("render")
+    assert Path(path).is_file() and Path(path).is_relative_to(example_outputs / "comfyui_assets_producer")
+    [(uri, extra)] = _asset_events("comfyui_assets_producer", produced.run_id)
+    assert uri == renders.uri
+    prompt_id = produced.xcom("render", "prompt_id")
+    assert prompt_id in session_standin.submissions
+    assert extra["prompt_id"] == prompt_id
+    assert extra["paths"] == [path]
+    assert extra["comfyui_url"] == session_standin.url
+    assert [r["filename"] for r in extra["outputs"]] == [Path(path).name]
+    assert extra["outputs"] == produced.xcom("render", "outputs")
+
+    consumed = run_dag("comfyui_assets_consumer", DAGS_FOLDER, comfyui_url=session_standin.url)
+
+    consumed.raise_for_state()
+    assert consumed.return_value("use_new_images") == {"prompt_id": prompt_id, "paths": [path]}
