@@ -5,6 +5,7 @@ Invariant: every class path listed here imports; ``tests/test_get_provider_info.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 
@@ -42,9 +43,10 @@ def get_provider_info() -> dict[str, Any]:
     }
 
 
-def _ui_field_behaviour() -> dict[str, Any]:
+def ui_field_behaviour() -> dict[str, Any]:
+    """The connection form of type ``comfyui`` (``ComfyUIHook.get_ui_field_behaviour`` returns this too)."""
     return {
-        "hidden-fields": [],
+        "hidden_fields": [],
         "relabeling": {
             "host": "ComfyUI host or URL",
             "schema": "Scheme (http or https)",
@@ -55,9 +57,29 @@ def _ui_field_behaviour() -> dict[str, Any]:
             "host": "127.0.0.1 or https://gpu-1.example.com/comfy",
             "port": "8188",
             "schema": "http",
+            "login": "leave empty for a token",
             "password": "Basic password, or a Bearer token when no username is set",
+            "extra": json.dumps(
+                {
+                    "token": "optional Bearer token",
+                    "headers": {"X-API-Key": "optional extra header"},
+                    "verify": True,
+                    "path_prefix": "/comfy",
+                    "hosts": ["gpu-2:8188", "https://gpu-3.example.com"],
+                    "connect_timeout": 10,
+                    "read_timeout": 60,
+                    "max_retries": 5,
+                },
+                indent=1,
+            ),
         },
     }
+
+
+def _ui_field_behaviour() -> dict[str, Any]:
+    """The same form in provider-info spelling (``hidden-fields``)."""
+    behaviour = ui_field_behaviour()
+    return {"hidden-fields": behaviour.pop("hidden_fields"), **behaviour}
 
 
 def _conn_fields() -> dict[str, Any]:
@@ -73,6 +95,11 @@ def _conn_fields() -> dict[str, Any]:
             "Verify TLS", ["boolean", "string", "null"], "true (default), false, or a CA bundle path"
         ),
         "path_prefix": field("Path prefix", ["string", "null"], "ComfyUI behind a proxy at /comfy, or /api"),
+        "hosts": field(
+            "More servers",
+            ["array", "string", "null"],
+            "Other ComfyUI servers with the same auth: the least loaded one gets each prompt",
+        ),
         "connect_timeout": field("Connect timeout (s)", ["number", "null"], "Default 10"),
         "read_timeout": field("Read timeout (s)", ["number", "null"], "Default 60"),
         "max_retries": field(

@@ -17,12 +17,11 @@ Invariants:
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
-from typing import IO, Any, ClassVar
+from typing import IO, Any
 
 import requests
 from airflow.sdk import BaseHook
@@ -55,35 +54,6 @@ class ComfyUIHook(BaseHook):
     conn_type = "comfyui"
     hook_name = "ComfyUI"
 
-    ui_behaviour: ClassVar[dict[str, Any]] = {
-        "hidden_fields": [],
-        "relabeling": {
-            "host": "ComfyUI host or URL",
-            "schema": "Scheme (http or https)",
-            "login": "Username (HTTP Basic, optional)",
-            "password": "Password or API token (optional)",
-        },
-        "placeholders": {
-            "host": "127.0.0.1 or https://gpu-1.example.com/comfy",
-            "port": "8188",
-            "schema": "http",
-            "login": "leave empty for a token",
-            "password": "Basic password, or a Bearer token when no username is set",
-            "extra": json.dumps(
-                {
-                    "token": "optional Bearer token",
-                    "headers": {"X-API-Key": "optional extra header"},
-                    "verify": True,
-                    "path_prefix": "/comfy",
-                    "connect_timeout": 10,
-                    "read_timeout": 60,
-                    "max_retries": 5,
-                },
-                indent=1,
-            ),
-        },
-    }
-
     def __init__(
         self,
         comfyui_conn_id: str = default_conn_name,
@@ -106,7 +76,9 @@ class ComfyUIHook(BaseHook):
 
     @classmethod
     def get_ui_field_behaviour(cls) -> dict[str, Any]:
-        return cls.ui_behaviour
+        from airflow_comfy.get_provider_info import ui_field_behaviour
+
+        return ui_field_behaviour()
 
     @property
     def settings(self) -> ComfyUISettings:
