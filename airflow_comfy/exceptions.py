@@ -17,6 +17,10 @@ from typing import Any
 class ComfyUIError(Exception):
     """Base class of every error raised by airflow-comfy."""
 
+    #: True when the request that failed cannot have reached ComfyUI (refused connection, DNS,
+    #: connect timeout, 429/502/503), so sending it again cannot start a second job.
+    never_sent: bool = False
+
 
 class ComfyUIConnectionError(ComfyUIError):
     """The server could not be reached: DNS failure, refused connection, TLS failure, reset."""

@@ -220,21 +220,25 @@ class ComfyUIHook(BaseHook):
                 return attempts_500[0] <= 1
             return True
 
-        def before_retry(_exc: BaseException) -> None:
+        def before_retry(exc: BaseException) -> None:
             # The failed attempt may have reached ComfyUI (e.g. the answer was lost): never submit twice.
-            # One quick look without retries of its own (the outer loop already backs off).
+            # One quick look without retries of its own (the outer loop already backs off). When the
+            # request may have arrived and the look fails too, give up rather than risk a second GPU
+            # job: the Airflow retry re-attaches to the prompt if it did arrive.
             try:
                 history = self.transport.json("GET", urls.history_path(prompt_id), retries=0)
                 queue = self.transport.json("GET", urls.QUEUE, retries=0)
             except ComfyUIError:
-                return
+                if isinstance(exc, ComfyUIError) and exc.never_sent:
+                    return
+                raise exc from None
             status = resolve_status(prompt_id, history, queue)
             if status.state is not PromptState.NOT_FOUND:
                 already.append({"prompt_id": prompt_id, "number": None, "node_errors": {}})
                 raise _AlreadySubmitted
 
         try:
-            response = self.transport.request(
+            status_code, answer = self.transport.json_answer(
                 "POST",
                 urls.PROMPT,
                 json_body=body,
@@ -245,19 +249,7 @@ class ComfyUIHook(BaseHook):
         except _AlreadySubmitted:
             self.log.info("Prompt %s reached ComfyUI on an earlier attempt; not submitting again", prompt_id)
             return {**already[0], "client_id": client_id, "server": self.base_url}
-        try:
-            answer = response.json()
-        except ValueError:
-            shown = urls.redact_url(self.transport.url(urls.PROMPT))
-            if response.status_code == 400:  # a proxy's 400 page, not ComfyUI's validation answer
-                raise errors.http_status_error("POST", shown, 400, response.text[:200]) from None
-            raise errors.not_json_error(
-                "POST",
-                urls.redact_url(self.transport.url(urls.PROMPT)),
-                response.headers.get("Content-Type", ""),
-                response.text[:200],
-            ) from None
-        if response.status_code == 400:
+        if status_code == 400:
             raise errors.validation_error(answer if isinstance(answer, Mapping) else {"error": str(answer)})
         if not isinstance(answer, Mapping) or not isinstance(answer.get("prompt_id"), str):
             raise ComfyUIResponseError(f"POST /prompt answered without a prompt_id: {str(answer)[:200]}")

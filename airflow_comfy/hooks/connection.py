@@ -25,6 +25,9 @@ from typing import Any, Protocol
 
 from airflow_comfy.protocol.urls import build_base_url
 
+#: The largest JSON answer a client reads (a hostile or broken server must not exhaust memory).
+MAX_JSON_BYTES = 64 * 1024 * 1024
+
 _TRUE = {"1", "true", "yes", "on", "y", "t"}
 _FALSE = {"0", "false", "no", "off", "n", "f"}
 
@@ -62,6 +65,13 @@ class SecretHeaders(Mapping[str, str]):
         return f"SecretHeaders({sorted(self._headers)})"
 
     __str__ = __repr__
+
+    def scrub(self, text: str) -> str:
+        """``text`` with every credential of these headers replaced by ``***``."""
+        for secret in sorted(self.secret_values(), key=len, reverse=True):
+            if secret:
+                text = text.replace(secret, "***")
+        return text
 
     def secret_values(self) -> list[str]:
         """Every value worth masking: whole header values and the credential inside them."""

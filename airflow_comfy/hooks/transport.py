@@ -8,8 +8,9 @@ Every request goes through :meth:`Transport.request`, which
   the method and the URL (redacted) and says what to check.
 
 Invariants: no URL with credentials, no header value and no full response body ever reaches a log
-line or an exception message; JSON answers larger than ``max_json_bytes`` are refused rather than
-read into memory.
+line or an exception message (body excerpts are scrubbed of the connection's credentials, which a
+proxy's error page may echo back); JSON answers larger than ``max_json_bytes`` are refused rather
+than read into memory (a compressed answer is measured decompressed).
 """
 
 from __future__ import annotations
@@ -30,13 +31,14 @@ from tenacity import (
 )
 
 from airflow_comfy.exceptions import ComfyUIError, ComfyUIResponseError
-from airflow_comfy.hooks.connection import ComfyUISettings
+from airflow_comfy.hooks.connection import MAX_JSON_BYTES, ComfyUISettings
 from airflow_comfy.protocol import errors
 from airflow_comfy.protocol.urls import endpoint, redact_url
 
 log = logging.getLogger(__name__)
 
-MAX_JSON_BYTES = 256 * 1024 * 1024
+# ComfyUI's largest JSON answer is /object_info (a few MB, tens with many custom nodes); a status read
+# is kilobytes. Reading is bounded by this, so a broken or hostile server cannot exhaust memory.
 _EXCERPT = 300
 
 
@@ -65,6 +67,10 @@ class Transport:
 
     def url(self, path: str) -> str:
         return endpoint(self.settings.base_url, path)
+
+    def scrub(self, text: str) -> str:
+        """``text`` with every credential of the connection replaced by ``***``."""
+        return self.settings.auth_headers.scrub(text)
 
     def request(
         self,
@@ -160,20 +166,35 @@ class Transport:
                 stream=stream,
                 timeout=timeout,
             )
-        except requests.Timeout:
-            raise errors.timeout_error(method, shown, timeout[1]) from None
-        except (requests.ConnectionError, requests.exceptions.ChunkedEncodingError) as exc:
-            raise errors.connection_error(method, shown, _reason(exc)) from None
         except requests.RequestException as exc:
-            raise errors.connection_error(method, shown, _reason(exc)) from None
+            if isinstance(exc, requests.Timeout) and not isinstance(exc, requests.ConnectTimeout):
+                failure: ComfyUIError = errors.timeout_error(method, shown, timeout[1])
+            elif isinstance(exc, requests.ConnectTimeout):
+                failure = errors.timeout_error(method, shown, timeout[0])
+            else:
+                failure = errors.connection_error(method, shown, _reason(exc))
+            # Whether the request can have reached the server: decides if resending a POST is safe.
+            failure.never_sent = _never_sent(exc)
+            raise failure from None
         if response.status_code >= 400 and response.status_code not in allow_status:
-            excerpt = _excerpt(response)
+            excerpt = self.scrub(_excerpt(response))
             response.close()
-            raise errors.http_status_error(method, shown, response.status_code, excerpt)
+            refused = errors.http_status_error(method, shown, response.status_code, excerpt)
+            # 429, 502 and 503 mean the request was not handled; 500 and 504 may hide a handled one.
+            refused.never_sent = response.status_code in (429, 502, 503)
+            raise refused
         return response
 
     def json(self, method: str, path: str, **kwargs: Any) -> Any:
         """Send a request and decode its JSON body (``None`` for an empty 200 body)."""
+        return self.json_answer(method, path, **kwargs)[1]
+
+    def json_answer(self, method: str, path: str, **kwargs: Any) -> tuple[int, Any]:
+        """Send a request; return its status and decoded JSON body, read with the size bound.
+
+        A non-JSON body is an HTTP error for a status in ``allow_status`` (a proxy's error page),
+        and a :class:`ComfyUIResponseError` for a 2xx; excerpts are scrubbed of credentials.
+        """
         response = self.request(method, path, stream=True, **kwargs)
         shown = redact_url(self.url(path))
         try:
@@ -188,39 +209,53 @@ class Transport:
         finally:
             response.close()
         if not body.strip():
-            return None
+            return response.status_code, None
         try:
-            return json.loads(body)
-        except ValueError:
-            content_type = response.headers.get("Content-Type", "")
-            excerpt = body[:_EXCERPT].decode("utf-8", "replace")
-            raise errors.not_json_error(method, shown, content_type, excerpt) from None
+            return response.status_code, json.loads(body)
         except RecursionError:
-            raise ComfyUIResponseError(
-                f"ComfyUI {method} {shown} answered JSON nested too deeply", url=shown
-            ) from None
+            nested = True
+        except ValueError:  # raised below, outside this block: the decode error holds the whole body
+            nested = False
+        if nested:
+            raise ComfyUIResponseError(f"ComfyUI {method} {shown} answered JSON nested too deeply", url=shown)
+        excerpt = self.scrub(body[: _EXCERPT + 512].decode("utf-8", "replace"))[:_EXCERPT]
+        if response.status_code >= 400:
+            raise errors.http_status_error(method, shown, response.status_code, excerpt)
+        raise errors.not_json_error(method, shown, response.headers.get("Content-Type", ""), excerpt)
 
 
-def _read_limited(response: requests.Response, limit: int, method: str, shown: str) -> bytes:
-    chunks: list[bytes] = []
-    size = 0
+def _never_sent(exc: BaseException) -> bool:
+    """True when ``exc`` happened before the request left (refused, DNS, connect timeout).
+
+    requests wraps urllib3's cause in its message ("Caused by NewConnectionError(...)").
+    """
+    if isinstance(exc, requests.ConnectTimeout):
+        return True
+    text = str(exc)
+    return any(
+        marker in text for marker in ("NewConnectionError", "NameResolutionError", "Connection refused")
+    )
+
+
+def _read_limited(response: requests.Response, limit: int, method: str, shown: str) -> bytearray:
+    body = bytearray()  # grown in place: no second copy of the whole body at the end
     try:
         for chunk in response.iter_content(chunk_size=1024 * 1024):
-            size += len(chunk)
-            if size > limit:
+            if len(body) + len(chunk) > limit:
                 raise ComfyUIResponseError(
-                    f"ComfyUI {method} {shown} answered more than {limit} bytes; refusing to read it",
+                    f"ComfyUI {method} {shown} answered more than {limit} bytes; refusing to read it "
+                    "(is this URL a ComfyUI server?)",
                     url=shown,
                 )
-            chunks.append(chunk)
+            body += chunk
     except requests.RequestException as exc:
         raise errors.connection_error(method, shown, _reason(exc)) from None
-    return b"".join(chunks)
+    return body
 
 
 def _excerpt(response: requests.Response) -> str:
-    try:
-        raw = response.raw.read(_EXCERPT, decode_content=True) if response.raw else b""
+    try:  # a little more than shown, so that a credential cut at the end is still scrubbed whole
+        raw = response.raw.read(_EXCERPT + 512, decode_content=True) if response.raw else b""
     except Exception:  # a broken body must not hide the status
         raw = b""
     return (raw or b"").decode("utf-8", "replace")

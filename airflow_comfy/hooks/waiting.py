@@ -21,7 +21,12 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from airflow_comfy.exceptions import ComfyUIConnectionError, ComfyUIError, ComfyUIPromptLostError
+from airflow_comfy.exceptions import (
+    ComfyUIConnectionError,
+    ComfyUIError,
+    ComfyUIInterruptedError,
+    ComfyUIPromptLostError,
+)
 from airflow_comfy.protocol import errors
 from airflow_comfy.protocol.events import PromptTracker, WsEvent
 from airflow_comfy.protocol.states import PromptState, PromptStatus
@@ -42,6 +47,9 @@ class PromptWaiter:
     :param websocket: an already open socket for ``client_id`` (open it *before* submitting to miss
         nothing); the waiter closes it.
     :param on_progress: called with a one-line description at most every ``log_interval`` seconds.
+    :param should_stop: polled once per iteration (at least every ``check_interval``); when it returns
+        true the wait ends with :class:`ComfyUIInterruptedError` (e.g. the task was killed and its
+        prompt cancelled), instead of waiting for the prompt to be reported lost.
     """
 
     def __init__(
@@ -60,6 +68,7 @@ class PromptWaiter:
         websocket: ComfyUIWebSocket | None = None,
         on_progress: Callable[[str], None] | None = None,
         raise_on_failure: bool = True,
+        should_stop: Callable[[], bool] | None = None,
     ) -> None:
         if mode not in WAIT_MODES:
             raise ValueError(f"wait mode must be one of {WAIT_MODES}, got {mode!r}")
@@ -77,6 +86,7 @@ class PromptWaiter:
         self.tracker = PromptTracker(prompt_id, total_nodes=total_nodes)
         self.on_progress = on_progress or (lambda line: log.info("Prompt %s: %s", prompt_id, line))
         self.raise_on_failure = raise_on_failure
+        self.should_stop = should_stop
         self._ws = websocket
         self._not_found_since: float | None = None
         self._unreachable_since: float | None = None
@@ -105,11 +115,20 @@ class PromptWaiter:
 
     def _loop(self, deadline: float) -> PromptStatus:
         while (remaining := deadline - time.monotonic()) > 0:
+            if self.should_stop is not None and self.should_stop():
+                raise ComfyUIInterruptedError(
+                    f"Stopped waiting for ComfyUI prompt {self.prompt_id} on {self.hook.base_url}: "
+                    "the task was killed or stopped (its prompt is cancelled, not left running)",
+                    prompt_id=self.prompt_id,
+                    details={"stopped_by": "task"},
+                )
             if self._ws is None:
                 status = self._check()
                 if status is not None and status.is_terminal:
                     return status
-                time.sleep(min(self.check_interval, max(deadline - time.monotonic(), 0)))
+                # Checks start check_interval apart (the request's own time is not added on top).
+                next_check = self._last_check + self.check_interval
+                time.sleep(max(min(next_check, deadline) - time.monotonic(), 0))
                 continue
             try:
                 event = self._ws.recv(min(self.check_interval, remaining))

@@ -13,7 +13,6 @@ NUL bytes and over-long names are neutralised, never trusted).
 from __future__ import annotations
 
 import hashlib
-import posixpath
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
@@ -22,6 +21,7 @@ from typing import Any
 
 _MAX_NAME = 200
 _UNSAFE_CHARS = re.compile(r"[\x00-\x1f<>:\"|?*\\]")
+_COMPONENT = re.compile(r"[\\/]+")
 
 
 @dataclass(frozen=True)
@@ -36,8 +36,14 @@ class OutputRef:
 
     @property
     def server_path(self) -> str:
-        """``<type>/<subfolder>/<filename>``: where the file lies under the server's base directory."""
-        return posixpath.join(*(p for p in (self.type, self.subfolder, self.filename) if p))
+        """``<type>/<subfolder>/<filename>``: where the file lies under the server's base directory.
+
+        Always relative and without ``..``: a leading ``/`` or a ``..`` component sent by a broken or
+        hostile server is dropped, so a consumer joining it to a base directory stays inside it.
+        """
+        texts = (self.type, self.subfolder, self.filename)
+        parts = (p for text in texts for p in _COMPONENT.split(text or ""))
+        return "/".join(p for p in parts if p not in ("", ".", ".."))
 
     def to_dict(self) -> dict[str, str]:
         return asdict(self)

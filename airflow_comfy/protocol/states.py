@@ -102,20 +102,27 @@ def status_from_history(prompt_id: str, body: Any) -> PromptStatus | None:
 
 def status_from_queue(prompt_id: str, body: Any) -> PromptStatus | None:
     """``RUNNING`` or ``PENDING`` (with a 0-based position) from a ``/queue`` body, else ``None``."""
-    if not isinstance(body, Mapping):
-        return None
-    running = body.get("queue_running") or []
-    pending = body.get("queue_pending") or []
-    for item in running:
-        if _item_id(item) == prompt_id:
-            return PromptStatus(prompt_id, PromptState.RUNNING, queue_size=len(pending))
-    ordered = sorted((i for i in pending if _item_id(i) is not None), key=_item_number)
-    for position, item in enumerate(ordered):
-        if _item_id(item) == prompt_id:
-            return PromptStatus(
-                prompt_id, PromptState.PENDING, queue_position=position, queue_size=len(pending)
+    return queue_statuses(body, {prompt_id}).get(prompt_id)
+
+
+def queue_statuses(queue_body: Any, prompt_ids: set[str]) -> dict[str, PromptStatus]:
+    """``RUNNING``/``PENDING`` statuses of ``prompt_ids`` found in one /queue body, read once.
+
+    Same facts as :func:`airflow_comfy.protocol.states.status_from_queue` (running wins, a pending
+    prompt's position is its rank in run order), without re-sorting the queue for every prompt.
+    """
+    running, pending = queue_ids(queue_body)
+    size = len(pending)
+    found: dict[str, PromptStatus] = {}
+    for position, prompt_id in enumerate(pending):
+        if prompt_id in prompt_ids and prompt_id not in found:
+            found[prompt_id] = PromptStatus(
+                prompt_id, PromptState.PENDING, queue_position=position, queue_size=size
             )
-    return None
+    for prompt_id in running:
+        if prompt_id in prompt_ids:
+            found[prompt_id] = PromptStatus(prompt_id, PromptState.RUNNING, queue_size=size)
+    return found
 
 
 def resolve_status(prompt_id: str, history_body: Any, queue_body: Any) -> PromptStatus:

@@ -1,20 +1,25 @@
-"""``ComfyUIPromptTrigger``: wait for a prompt in the triggerer, by polling /history and /queue.
+"""``ComfyUIPromptTrigger``: wait for a prompt in the triggerer, through the server's shared poller.
 
 Same rules as the sync waiter (:mod:`airflow_comfy.hooks.waiting`): a terminal history entry ends
-the wait; ``{}`` from /history is resolved by /queue; a prompt in neither for ``lost_grace`` seconds
-is lost; transient HTTP failures are tolerated for ``unreachable_grace`` seconds.
+the wait; a prompt in the queue is pending or running; a prompt in neither for ``lost_grace``
+seconds is lost; transient HTTP failures are tolerated for ``unreachable_grace`` seconds.
+
+The status reads come from :class:`~airflow_comfy.hooks.comfyui_async.SharedPoller`: every trigger
+of one server in one triggerer registers its prompt there, and each round reads /queue once for all
+of them plus /history/<id> for the prompts that left the queue. So a thousand deferred tasks cost
+about one request per check interval, plus one per prompt when it ends.
 
 Invariants:
 - ``serialize()`` returns JSON-safe kwargs only, and the deadline is wall-clock (epoch seconds),
   so a trigger moved to another triggerer after a restart keeps the same deadline;
 - exactly one event is yielded, always a dict with ``status`` in :data:`EVENT_STATUSES` and
   ``prompt_id`` (see :func:`airflow_comfy.outputs.status_from_event` for how it is read);
-- one request burst (history, queue when needed) per prompt per ``poll_interval``; no busy loop.
+- the prompt is checked at least every ``poll_interval`` seconds and at most about as often; it is
+  unregistered from the poller whenever ``run`` ends (event, cancellation, error); no busy loop.
 """
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -23,7 +28,7 @@ from airflow.sdk import BaseHook
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 from airflow_comfy.exceptions import ComfyUIError
-from airflow_comfy.hooks.comfyui_async import AsyncComfyUIClient
+from airflow_comfy.hooks.comfyui_async import AsyncComfyUIClient, PromptWatch, shared_poller
 from airflow_comfy.hooks.connection import ComfyUISettings, settings_from_connection
 from airflow_comfy.protocol import errors
 from airflow_comfy.protocol.states import PromptState, PromptStatus
@@ -100,48 +105,49 @@ class ComfyUIPromptTrigger(BaseTrigger):
                 self._event("failed", f"Cannot read connection {self.comfyui_conn_id!r}: {exc}")
             )
             return
-        client = AsyncComfyUIClient(settings)
+        with shared_poller(settings).watch(self.prompt_id, self.poll_interval) as watch:
+            event = await self._wait(watch, settings.base_url)
+        yield TriggerEvent(event)
+
+    async def _wait(self, watch: PromptWatch, base_url: str) -> dict[str, Any]:
+        """The event that ends the wait: the trigger's rules applied to each status the poller reads."""
         not_found_since: float | None = None
         unreachable_since: float | None = None
         while True:
             now = time.time()
             if now >= self.end_time:
-                message = str(errors.wait_timeout_error(self.prompt_id, settings.base_url, 0)).replace(
+                message = str(errors.wait_timeout_error(self.prompt_id, base_url, 0)).replace(
                     " within 0 s", " before the task's deadline"
                 )
-                yield TriggerEvent(self._event("timeout", message, settings.base_url))
-                return
+                return self._event("timeout", message, base_url)
             try:
-                status = await client.get_prompt_status(self.prompt_id)
+                status = await watch.next(timeout=self.end_time - now)
             except ComfyUIError as exc:
+                now = time.time()
                 unreachable_since = unreachable_since or now
                 if not errors.is_retryable(exc) or now - unreachable_since > self.unreachable_grace:
-                    yield TriggerEvent(self._event("failed", str(exc), settings.base_url))
-                    return
+                    return self._event("failed", str(exc), base_url)
                 self.log.warning(
                     "Could not read the status of prompt %s (will retry): %s", self.prompt_id, exc
                 )
-                status = None
-            if status is not None:
-                unreachable_since = None
-                if status.is_terminal:
-                    yield TriggerEvent(status_event(status, settings.base_url))
-                    return
-                if status.state is PromptState.NOT_FOUND:
-                    not_found_since = not_found_since or now
-                    if now - not_found_since >= self.lost_grace:
-                        yield TriggerEvent(
-                            self._event(
-                                "lost",
-                                f"ComfyUI prompt {self.prompt_id} is in neither the history nor the queue of "
-                                f"{settings.base_url}: the server restarted or its history was cleared.",
-                                settings.base_url,
-                            )
-                        )
-                        return
-                else:
-                    not_found_since = None
-            await asyncio.sleep(max(0.0, min(self.poll_interval, self.end_time - time.time())))
+                continue
+            if status is None:  # the deadline passed first
+                continue
+            now = time.time()
+            unreachable_since = None
+            if status.is_terminal:
+                return status_event(status, base_url)
+            if status.state is PromptState.NOT_FOUND:
+                not_found_since = not_found_since or now
+                if now - not_found_since >= self.lost_grace:
+                    return self._event(
+                        "lost",
+                        f"ComfyUI prompt {self.prompt_id} is in neither the history nor the queue of "
+                        f"{base_url}: the server restarted or its history was cleared.",
+                        base_url,
+                    )
+            else:
+                not_found_since = None
 
     async def on_kill(self) -> None:
         """A user killed the deferred task: cancel only this prompt."""

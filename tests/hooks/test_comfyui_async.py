@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 
 import pytest
 
@@ -14,6 +15,7 @@ from airflow_comfy.exceptions import (
 )
 from airflow_comfy.hooks import comfyui_async
 from airflow_comfy.hooks.comfyui_async import AsyncComfyUIClient
+from airflow_comfy.protocol import states
 from airflow_comfy.protocol.states import PromptState
 from hooks.hook_helpers import empty_save, fake_http, fast_settings, slow_save, wait_until
 
@@ -121,3 +123,133 @@ def test_auth_headers_are_sent():
         client = AsyncComfyUIClient(fast_settings(url, headers={"X-API-Key": "async-key-1"}))
         assert asyncio.run(client.get_object("/queue")) == {}
     assert seen[0]["headers"]["X-API-Key"] == "async-key-1"
+
+
+# --- the shared poller ---------------------------------------------------------------------------
+
+
+def _count(standin, path_prefix: str, since: int = 0) -> int:
+    return sum(1 for _m, p in standin.requests[since:] if p.startswith(path_prefix))
+
+
+def test_one_queue_read_per_round_and_history_only_for_prompts_that_left(hook, standin):
+    finished = [hook.submit_prompt(empty_save(f"hooktest/done{i}"))["prompt_id"] for i in range(3)]
+    standin.wait_idle(10)
+    blocker = hook.submit_prompt(slow_save(3.0, steps=30))["prompt_id"]
+    wait_until(lambda: hook.get_prompt_status(blocker).state is PromptState.RUNNING)
+    pending = [hook.submit_prompt(empty_save(f"hooktest/p{i}"))["prompt_id"] for i in range(20)]
+    before = len(standin.requests)
+
+    async def scenario():
+        poller = comfyui_async.shared_poller(fast_settings(standin.url))
+        watches = [poller.watch(p, 0.2) for p in [blocker, *pending, *finished]]
+        seen = {w.prompt_id: [] for w in watches}
+        deadline = asyncio.get_running_loop().time() + 1.0
+        while (left := deadline - asyncio.get_running_loop().time()) > 0:
+            for w in watches:
+                status = await w.next(timeout=left)
+                if status is not None:
+                    seen[w.prompt_id].append(status.state)
+        for w in watches:
+            w.close()
+        await asyncio.sleep(0.05)
+        return poller.rounds, seen, poller.running
+
+    rounds, seen, still_running = asyncio.run(scenario())
+    assert 4 <= rounds <= 8
+    assert _count(standin, "/queue", before) == rounds
+    assert _count(standin, "/history", before) == 3 * rounds  # only the finished ones
+    assert set(seen[blocker]) == {PromptState.RUNNING}
+    assert {s for p in pending for s in seen[p]} == {PromptState.PENDING}
+    assert {s for p in finished for s in seen[p]} == {PromptState.SUCCESS}
+    assert not still_running  # nobody registered: the poller ended
+    hook.clear_queue()
+    hook.cancel_prompt(blocker)
+
+
+def test_queue_positions_match_the_protocol_core(hook, standin):
+    blocker = hook.submit_prompt(slow_save(1.0, steps=10))["prompt_id"]
+    wait_until(lambda: hook.get_prompt_status(blocker).state is PromptState.RUNNING)
+    pending = [hook.submit_prompt(empty_save(f"hooktest/q{i}"))["prompt_id"] for i in range(4)]
+    front = hook.submit_prompt(empty_save("hooktest/front"), front=True)["prompt_id"]
+    queue = hook.get_queue()
+    found = states.queue_statuses(queue, {blocker, front, *pending, "unknown"})
+    for prompt_id in (blocker, front, *pending):
+        assert found[prompt_id] == comfyui_async.resolve_status(prompt_id, {}, queue)
+    assert "unknown" not in found and found[front].queue_position == 0
+    standin.wait_idle(10)
+
+
+def test_each_watch_keeps_its_own_interval(hook, standin):
+    blocker = hook.submit_prompt(slow_save(3.0, steps=30))["prompt_id"]
+    wait_until(lambda: hook.get_prompt_status(blocker).state is PromptState.RUNNING)
+    before = len(standin.requests)
+
+    async def gaps(watch, until: float) -> list[float]:
+        loop = asyncio.get_running_loop()
+        times = []
+        while loop.time() < until:
+            if await watch.next(timeout=until - loop.time()) is not None:
+                times.append(loop.time())
+        watch.close()
+        return [b - a for a, b in itertools.pairwise(times)]
+
+    async def scenario():
+        poller = comfyui_async.shared_poller(fast_settings(standin.url))
+        until = asyncio.get_running_loop().time() + 1.6
+        fast, slow = poller.watch(blocker, 0.1), poller.watch(blocker, 0.4)
+        return await asyncio.gather(gaps(fast, until), gaps(slow, until))
+
+    fast_gaps, slow_gaps = asyncio.run(scenario())
+    assert len(fast_gaps) >= 10 and max(fast_gaps) <= 0.1 + 0.08
+    assert 2 <= len(slow_gaps) <= 5 and max(slow_gaps) <= 0.4 + 0.08
+    # the slow watch's rounds coincide with the fast one's: no extra /queue reads for it
+    assert _count(standin, "/queue", before) <= len(fast_gaps) + 2
+    hook.cancel_prompt(blocker)
+
+
+def test_an_exception_in_a_round_does_not_end_the_poller(hook, standin, monkeypatch):
+    prompt_id = hook.submit_prompt(empty_save())["prompt_id"]
+    standin.wait_idle(10)
+    real = comfyui_async.queue_statuses
+    calls = []
+
+    def flaky(body, ids):
+        calls.append(1)
+        if len(calls) == 1:
+            raise RuntimeError("a bug in one round")
+        return real(body, ids)
+
+    monkeypatch.setattr(comfyui_async, "queue_statuses", flaky)
+
+    async def scenario():
+        poller = comfyui_async.shared_poller(fast_settings(standin.url))
+        with poller.watch(prompt_id, 0.1) as watch:
+            with pytest.raises(comfyui_async.PollRoundError, match="RuntimeError: a bug in one round"):
+                await watch.next(timeout=5)
+            assert poller.running
+            return await watch.next(timeout=5)
+
+    status = asyncio.run(scenario())
+    assert status is not None and status.state is PromptState.SUCCESS
+    assert comfyui_async.errors.is_retryable(comfyui_async.PollRoundError("x"))
+
+
+def test_a_failed_queue_read_reaches_every_due_watch(standin):
+    standin.faults.fail_next(20, status=503, path="/queue")
+
+    async def scenario():
+        poller = comfyui_async.shared_poller(fast_settings(standin.url, max_retries=0))
+        watches = [poller.watch(p, 0.1) for p in ("a", "b", "c")]
+        errors = []
+        for w in watches:
+            with pytest.raises(ComfyUIHTTPError) as info:
+                await w.next(timeout=5)
+            errors.append(info.value)
+            w.close()
+        return errors, poller.rounds
+
+    errors, rounds = asyncio.run(scenario())
+    assert rounds == 1 and {e.status_code for e in errors} == {503}
+    assert _count(standin, "/queue") == 1 and _count(standin, "/history") == 0
+    standin.faults.reset()

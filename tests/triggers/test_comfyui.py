@@ -7,6 +7,7 @@ and the ``AIRFLOW_CONN_<ID>`` environment variable (see ``operators.support``).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 from collections import Counter
@@ -162,8 +163,9 @@ def test_polls_at_the_interval_not_in_a_busy_loop(standin: StandInServer, comfy_
     before = len(standin.requests)
     event = only_event(make_trigger(comfy_conn, prompt_id, poll_interval=0.25, end_time=time.time() + 1.0))
     assert event["status"] == "timeout"
-    # ~4 polls of at most 2 requests (history, then queue); a busy loop would make hundreds.
-    assert len(standin.requests) - before <= 14
+    # ~4 rounds of one /queue read (the prompt is in the queue); a busy loop would make hundreds.
+    seen = standin.requests[before:]
+    assert len(seen) <= 7 and {p for _m, p in seen} == {"/queue"}
     direct_hook(standin).cancel_prompt(prompt_id)
 
 
@@ -236,3 +238,76 @@ def test_triggers_in_successive_event_loops(standin: StandInServer, comfy_conn: 
     for i in range(4):
         prompt_id = submit(standin, image_workflow(f"tr/loop{i}", color=i))
         assert only_event(make_trigger(comfy_conn, prompt_id))["status"] == "success"
+
+
+# --- the shared poller under the triggers -------------------------------------------------------
+
+
+def _poller_of(conn_settings_url: str) -> comfyui_async.SharedPoller:
+    [poller] = [p for p in comfyui_async._POLLERS.values() if p.client.settings.base_url == conn_settings_url]
+    return poller
+
+
+def test_many_waiting_triggers_read_the_queue_once_per_interval(
+    standin: StandInServer, comfy_conn: str
+) -> None:
+    blocker = submit(standin, delay_workflow(10, steps=100, prefix="tr/blocker"))
+    wait_state(standin, blocker, "running")
+    pending = [submit(standin, image_workflow(f"tr/wait{i}", color=i)) for i in range(40)]
+    before = len(standin.requests)
+
+    async def scenario() -> list[list[dict[str, Any]]]:
+        end = time.time() + 1.0
+        triggers = [make_trigger(comfy_conn, p, poll_interval=0.25, end_time=end) for p in pending]
+        return await asyncio.gather(*(events_of(t) for t in triggers))
+
+    results = asyncio.run(scenario())
+    assert {events[0]["status"] for events in results} == {"timeout"}
+    seen = standin.requests[before:]
+    queue_reads = sum(1 for _m, p in seen if p == "/queue")
+    assert 3 <= queue_reads <= 7  # ~1 s / 0.25 s rounds, shared by the 40 triggers
+    assert not [p for _m, p in seen if p.startswith("/history")]  # all still queued: no history reads
+    direct_hook(standin).clear_queue()
+    direct_hook(standin).cancel_prompt(blocker)
+
+
+def test_a_cancelled_trigger_unregisters_its_prompt(standin: StandInServer, comfy_conn: str) -> None:
+    blocker = submit(standin, delay_workflow(10, steps=100, prefix="tr/blocker"))
+    wait_state(standin, blocker, "running")
+    mine, other = (submit(standin, image_workflow(f"tr/c{i}", color=i)) for i in range(2))
+
+    async def scenario() -> tuple[set[str], set[str], bool, bool]:
+        killed = asyncio.ensure_future(events_of(make_trigger(comfy_conn, mine)))
+        kept = asyncio.ensure_future(events_of(make_trigger(comfy_conn, other)))
+        await asyncio.sleep(0.3)
+        poller = _poller_of(standin.url)
+        registered = {w.prompt_id for w in poller.watches}
+        killed.cancel()  # what the triggerer does when the task is killed or the trigger removed
+        with contextlib.suppress(asyncio.CancelledError):
+            await killed
+        after_cancel = {w.prompt_id for w in poller.watches}
+        kept.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await kept
+        await asyncio.sleep(0.05)
+        return registered, after_cancel, bool(poller.watches), poller.running
+
+    registered, after_cancel, anyone_left, running = asyncio.run(scenario())
+    assert registered == {mine, other} and after_cancel == {other}
+    assert not anyone_left and not running  # the last one out stops the poller
+    direct_hook(standin).clear_queue()
+    direct_hook(standin).cancel_prompt(blocker)
+
+
+def test_a_closed_trigger_generator_unregisters(standin: StandInServer, comfy_conn: str) -> None:
+    async def scenario() -> int:
+        run = make_trigger(comfy_conn, UNKNOWN, lost_grace=30).run()
+        task = asyncio.ensure_future(run.__anext__())
+        await asyncio.sleep(0.2)
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await run.aclose()
+        return len(_poller_of(standin.url).watches)
+
+    assert asyncio.run(scenario()) == 0

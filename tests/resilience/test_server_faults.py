@@ -1,0 +1,216 @@
+"""The stand-in misbehaves while a ``ComfyUIPromptOperator`` task runs: down, flaky, slow, restarted.
+
+Every scenario runs once per kind of credential (``auth``: Basic, Bearer, header) and under the
+autouse ``guard`` (no credential in logs/output/exceptions/XComs, no thread or process left behind).
+It asserts what the user sees: the task's outcome (return value, or the exception class and what its
+message says), what the server saw (submissions) and how long it took.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from operators.support import delay_workflow, image_workflow, submit, wait_state
+
+from airflow_comfy.exceptions import (
+    ComfyUIConnectionError,
+    ComfyUIPromptLostError,
+    ComfyUITimeoutError,
+)
+from airflow_comfy.testing import StandInServer
+from resilience.support import FAST_EXTRA, Guard, connection_env, make_op, run_op, wait_until
+
+
+def retry_warnings(guard: Guard, method: str) -> list[str]:
+    return [
+        r.getMessage()
+        for r in guard.caplog.records
+        if "retrying" in r.getMessage() and f"ComfyUI {method} " in r.getMessage()
+    ]
+
+
+def logged(guard: Guard, text: str) -> bool:
+    return text in guard.logs()
+
+
+def history_reads(server: StandInServer, prompt_id: str) -> int:
+    return server.requests.count(("GET", f"/history/{prompt_id}"))
+
+
+# --- the server is down ---------------------------------------------------------------------------
+
+
+def test_server_down_at_submit_retries_then_fails_clearly(
+    standin: StandInServer, conn: str, guard: Guard
+) -> None:
+    standin.faults.refuse_connections(True)
+    ti = guard.ti()
+    op = make_op(conn, image_workflow("r/down"), validate=False, reattach=False)
+
+    error, took = run_op(op, ti)
+
+    assert isinstance(error, ComfyUIConnectionError), error
+    guard.seen(error)
+    message = str(error)
+    assert f"POST {standin.url}/prompt" in message
+    assert "connection refused: is ComfyUI running, and are host and port right?" in message
+    assert error.url == f"{standin.url}/prompt"
+    assert len(retry_warnings(guard, "POST")) == FAST_EXTRA["max_retries"]
+    assert logged(guard, "will wait by polling")  # no /ws either
+    assert took < 5
+    assert "prompt_id" not in ti.xcoms  # nothing pushed: nothing was submitted
+    standin.faults.refuse_connections(False)
+    assert standin.submissions == []
+
+
+def test_server_back_during_the_retries_submits_once(
+    standin: StandInServer, auth: str, guard: Guard, monkeypatch: pytest.MonkeyPatch, in_thread: Any
+) -> None:
+    conn, _ = connection_env(
+        monkeypatch, standin.url, auth, max_retries=8, retry_min_wait=0.1, retry_max_wait=0.4
+    )
+    standin.faults.refuse_connections(True)
+    ti = guard.ti()
+    op = make_op(conn, image_workflow("r/back"), validate=False, reattach=False)
+    future = in_thread(run_op, op, ti)
+    try:
+        wait_until(lambda: len(retry_warnings(guard, "POST")) >= 2, 10, "two failed submissions")
+    finally:
+        standin.faults.refuse_connections(False)
+
+    paths, took = future.result(timeout=20)
+
+    assert paths == ["output/r/back_00001_.png"], paths
+    assert standin.submissions == [ti.xcoms["prompt_id"]]
+    assert took < 8
+
+
+# --- flaky and slow ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("status", "wait_mode"), [(500, "polling"), (503, "websocket"), (429, "polling")])
+def test_error_bursts_while_waiting_are_ridden_out(
+    standin: StandInServer, conn: str, guard: Guard, in_thread: Any, status: int, wait_mode: str
+) -> None:
+    ti = guard.ti()
+    op = make_op(conn, delay_workflow(0.8, prefix="r/burst"), wait_mode=wait_mode, validate=False)
+    future = in_thread(run_op, op, ti)
+    wait_until(lambda: "prompt_id" in ti.xcoms, what="the submission")
+    # Longer than one request's retries (3): the waiter itself must tolerate the failed reads.
+    standin.faults.fail_next(10, status=status, path="/history")
+    standin.faults.fail_next(6, status=status, path="/queue")
+
+    paths, took = future.result(timeout=25)
+
+    assert paths == ["output/r/burst_00001_.png"], paths
+    assert standin.submissions == [ti.xcoms["prompt_id"]]
+    assert standin.faults.take_failure("/history") is None  # the whole burst was met
+    assert took < 10
+    assert f"{standin.url}/history/{ti.xcoms['prompt_id']} answered HTTP {status}" in guard.logs()
+
+
+def test_slow_server_within_the_read_timeout_succeeds(
+    standin: StandInServer, auth: str, guard: Guard, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    conn, _ = connection_env(monkeypatch, standin.url, auth, read_timeout=1.5)
+    standin.faults.delay_responses(0.15)
+    ti = guard.ti()
+
+    paths, took = run_op(make_op(conn, image_workflow("r/slow"), check_interval=0.2), ti)
+
+    assert paths == ["output/r/slow_00001_.png"], paths
+    assert standin.submissions == [ti.xcoms["prompt_id"]]
+    assert took < 10
+
+
+def test_slow_server_beyond_the_read_timeout_fails_clearly(
+    standin: StandInServer, auth: str, guard: Guard, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    conn, _ = connection_env(monkeypatch, standin.url, auth, read_timeout=0.3, max_retries=2)
+    standin.faults.delay_responses(1.0)
+    ti = guard.ti()
+
+    error, took = run_op(make_op(conn, image_workflow("r/slower"), validate=False), ti)
+
+    assert isinstance(error, ComfyUITimeoutError), error
+    guard.seen(error)
+    message = str(error)
+    assert f"ComfyUI did not answer GET {standin.url}/history/" in message
+    assert "within 0.3 s" in message and "raise extra.read_timeout" in message
+    assert took < 3  # 3 attempts of 0.3 s plus short backoffs
+    assert standin.submissions == []
+
+
+# --- the WebSocket misbehaves -------------------------------------------------------------------------
+
+
+def test_websocket_dropped_mid_run_falls_back_to_polling(
+    standin: StandInServer, conn: str, guard: Guard, in_thread: Any
+) -> None:
+    ti = guard.ti()
+    op = make_op(conn, delay_workflow(1.0, prefix="r/drop"), validate=False)
+    future = in_thread(run_op, op, ti)
+    wait_until(lambda: "prompt_id" in ti.xcoms, what="the submission")
+    prompt_id = ti.xcoms["prompt_id"]
+    wait_state(standin, prompt_id, "running")
+    reads_before = history_reads(standin, prompt_id)
+    standin.faults.drop_websockets()
+
+    paths, took = future.result(timeout=20)
+
+    assert paths == ["output/r/drop_00001_.png"], paths
+    assert standin.submissions == [prompt_id]
+    assert logged(guard, "continuing by polling")
+    assert history_reads(standin, prompt_id) - reads_before >= 3  # it polled, every check_interval
+    assert took < 4
+
+
+def test_silent_websocket_falls_back_to_polling(standin: StandInServer, conn: str, guard: Guard) -> None:
+    standin.faults.silence_websockets(True)  # connects fine, never says a word
+    ti = guard.ti()
+
+    paths, took = run_op(make_op(conn, delay_workflow(0.6, prefix="r/mute"), validate=False), ti)
+
+    assert paths == ["output/r/mute_00001_.png"], paths
+    assert standin.submissions == [ti.xcoms["prompt_id"]]
+    assert history_reads(standin, ti.xcoms["prompt_id"]) >= 3  # status read every check_interval
+    assert took < 3  # the end is noticed within a check_interval or so, not after a long idle timeout
+
+
+# --- the server restarts ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("phase", ["pending", "running"])
+@pytest.mark.parametrize("resubmit", [False, True], ids=["lost", "resubmit"])
+def test_server_restart_loses_the_prompt(
+    standin: StandInServer, conn: str, guard: Guard, in_thread: Any, phase: str, resubmit: bool
+) -> None:
+    blocker = submit(standin, delay_workflow(5, steps=50, prefix="r/blocker")) if phase == "pending" else None
+    ti = guard.ti()
+    op = make_op(conn, delay_workflow(0.5, prefix="r/restart"), resubmit_if_lost=resubmit, validate=False)
+    future = in_thread(run_op, op, ti)
+    wait_until(lambda: "prompt_id" in ti.xcoms, what="the submission")
+    prompt_id = ti.xcoms["prompt_id"]
+    wait_state(standin, prompt_id, phase)
+    standin.restart()
+
+    result, took = future.result(timeout=20)
+
+    before = [blocker] if blocker else []
+    if resubmit:
+        assert result == ["output/r/restart_00001_.png"], result
+        assert standin.submissions == [*before, prompt_id, prompt_id]  # once more, and only once
+        assert logged(guard, "lost by the server; submitting it once more")
+    else:
+        assert isinstance(result, ComfyUIPromptLostError), result
+        guard.seen(result)
+        assert result.prompt_id == prompt_id
+        message = str(result)
+        assert (
+            f"ComfyUI prompt {prompt_id} is in neither the history nor the queue of {standin.url}" in message
+        )
+        assert "the server restarted or its history was cleared" in message
+        assert "run the task again" in message
+        assert standin.submissions == [*before, prompt_id]
+    assert took < 8
