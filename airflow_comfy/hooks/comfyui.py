@@ -132,13 +132,16 @@ class ComfyUIHook(BaseHook):
         return chosen
 
     def locate_prompt(self, prompt_id: str, *, prefer: str | None = None) -> PromptStatus:
-        """Find ``prompt_id`` on the pool's servers (``prefer`` first) and pin the one that knows it.
+        """Find ``prompt_id`` on the connection's servers and pin the one that knows it.
 
-        Returns ``NOT_FOUND`` (and leaves the hook unpinned) when no reachable server has it.
+        The current server (or ``prefer``) is asked first, then the others of the pool. Returns
+        ``NOT_FOUND``, leaving the hook as it was, when no reachable server has it. A one-server
+        connection is just :meth:`get_prompt_status`.
         """
-        if self.is_pinned:
+        if not self.settings.is_pool:
             return self.get_prompt_status(prompt_id)
-        order = sorted(self.servers, key=lambda url: url != (prefer or "").rstrip("/"))
+        first = (prefer or (self.base_url if self._pinned else "")).rstrip("/")
+        order = sorted(self.servers, key=lambda url: url != first)
         for url in order:
             probe = ComfyUIHook(self.comfyui_conn_id, settings=self.settings.for_server(url))
             try:

@@ -73,6 +73,8 @@ class ComfyUIPromptOperator(BaseOperator):
         ``{"Load Image": "/data/in/cat.png", "12.image": "s3://bucket/dog.png"}`` (a node id, title or
         unique class, optionally ``.<input>``; local paths or object-storage URIs). Templated.
     :param input_subfolder: the subfolder of ComfyUI's input folder the files are uploaded into.
+    :param capability_routing: on a connection with several servers (``extra.hosts``), submit only
+        to a server whose /object_info has every node type of the workflow.
     """
 
     template_fields: Sequence[str] = (
@@ -115,6 +117,7 @@ class ComfyUIPromptOperator(BaseOperator):
         front: bool = False,
         inputs: Mapping[str, str | os.PathLike[str]] | None = None,
         input_subfolder: str = "airflow",
+        capability_routing: bool = False,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -140,6 +143,7 @@ class ComfyUIPromptOperator(BaseOperator):
         self.front = front
         self.inputs = inputs
         self.input_subfolder = input_subfolder
+        self.capability_routing = capability_routing
         self._active_prompt: str | None = None
         self._kill_requested = False  # set by on_kill: the wait stops and nothing is resubmitted
 
@@ -147,7 +151,7 @@ class ComfyUIPromptOperator(BaseOperator):
     def hook(self) -> ComfyUIHook:
         from airflow_comfy.hooks.comfyui import ComfyUIHook
 
-        return ComfyUIHook(self.comfyui_conn_id)
+        return ComfyUIHook(self.comfyui_conn_id, capability_routing=self.capability_routing)
 
     # --- the task ---------------------------------------------------------------------------------
 
@@ -164,11 +168,13 @@ class ComfyUIPromptOperator(BaseOperator):
         from airflow_comfy.tasks import push_prompt_xcoms, task_prompt_id
 
         hook = self.hook
-        workflow = self._prepare(hook)
-        prompt_id = self.prompt_id or task_prompt_id(context, workflow)
-        status = hook.get_prompt_status(prompt_id) if self.reattach else None
+        source = self._load()
+        prompt_id = self.prompt_id or task_prompt_id(context, self._work_identity(source))
+        # On a pool of servers this also finds (and pins) the server an earlier try submitted to.
+        status = hook.locate_prompt(prompt_id) if self.reattach else None
         client_id: str | None = None
         socket: ComfyUIWebSocket | None = None
+        workflow: Mapping[str, Any] = source
         if status is not None and status.state is PromptState.SUCCESS:
             self.log.info(
                 "Prompt %s already finished with success (earlier try); collecting its outputs", prompt_id
@@ -176,8 +182,14 @@ class ComfyUIPromptOperator(BaseOperator):
             push_prompt_xcoms(context, hook, prompt_id)
             return self._finish(context, status)
         if status is not None and status.state.is_active:
-            self.log.info("Re-attaching to prompt %s, %s since an earlier try", prompt_id, status.state.value)
+            self.log.info(
+                "Re-attaching to prompt %s on %s, %s since an earlier try",
+                prompt_id,
+                hook.base_url,
+                status.state.value,
+            )
         else:
+            workflow = self._prepare(hook, source)
             client_id, socket = self._submit(hook, workflow, prompt_id)
         push_prompt_xcoms(context, hook, prompt_id)
         if not self.wait_for_completion:
@@ -201,6 +213,9 @@ class ComfyUIPromptOperator(BaseOperator):
         from airflow_comfy.outputs import status_from_event
         from airflow_comfy.tasks import fail_fast
 
+        server = event.get("base_url") if isinstance(event, dict) else None
+        if server and server in self.hook.servers:
+            self.hook.pin(server)  # downloads and cancels go where the prompt ran
         try:
             with fail_fast():
                 status = status_from_event(event)
@@ -212,7 +227,7 @@ class ComfyUIPromptOperator(BaseOperator):
             if not self.resubmit_if_lost or resubmitted:
                 raise
             self.log.warning("Prompt %s was lost by the server; submitting it once more", lost.prompt_id)
-            workflow = self._prepare(self.hook)
+            workflow = self._prepare(self.hook, self._load())
             self._submit(self.hook, workflow, lost.prompt_id)
             self._defer(lost.prompt_id, resubmitted=True)
         return self._finish(context, status)
@@ -225,13 +240,30 @@ class ComfyUIPromptOperator(BaseOperator):
 
     # --- steps --------------------------------------------------------------------------------------
 
-    def _prepare(self, hook: ComfyUIHook) -> dict[str, Any]:
+    def _load(self) -> dict[str, Any]:
+        from airflow_comfy.tasks import fail_fast
+        from airflow_comfy.workflows import load_workflow
+
+        with fail_fast():
+            return load_workflow(self.workflow)
+
+    def _work_identity(self, source: Mapping[str, Any]) -> dict[str, Any]:
+        """What the prompt id is derived from: the workflow as given, the overrides, the input files.
+
+        Taken before conversion and uploads, so it is the same whichever server of a pool is used.
+        """
+        inputs = {str(k): os.fspath(v) for k, v in (self.inputs or {}).items()}
+        return {"workflow": source, "overrides": self.overrides or {}, "inputs": inputs}
+
+    def _prepare(self, hook: ComfyUIHook, source: Mapping[str, Any]) -> dict[str, Any]:
+        """Choose the server (pools), then convert, override, upload inputs and validate there."""
         from airflow_comfy.tasks import fail_fast, prepare_workflow_for
 
         with fail_fast():
+            hook.choose_server(source)
             return prepare_workflow_for(
                 hook,
-                self.workflow,
+                source,
                 self.overrides,
                 validate=self.validate,
                 log=self.log,
@@ -284,6 +316,7 @@ class ComfyUIPromptOperator(BaseOperator):
                 if not self.resubmit_if_lost or self._kill_requested:
                     raise
                 self.log.warning("Prompt %s was lost by the server; submitting it once more", prompt_id)
+                workflow = self._prepare(hook, self._load())  # a re-attached prompt was never prepared here
                 client_id, socket = self._submit(hook, workflow, prompt_id)
                 return self._wait_once(hook, workflow, prompt_id, client_id, socket)
         except ComfyUITimeoutError:
@@ -331,6 +364,7 @@ class ComfyUIPromptOperator(BaseOperator):
                 poll_interval=self.check_interval,
                 lost_grace=self.lost_grace,
                 cancel_on_kill=self.cancel_on_kill,
+                server=self.hook.base_url,
             ),
             method_name="execute_complete",
             kwargs={"resubmitted": True} if resubmitted else None,

@@ -41,9 +41,12 @@ class ComfyUIPromptSensor(BaseSensorOperator):
     :param output_kinds: return only these kinds of outputs.
     :param lost_grace: seconds a prompt may be in neither history nor queue before it is lost.
     :param deferrable: wait in the triggerer (default ``[operators] default_deferrable``).
+    :param server: on a connection with several servers (``extra.hosts``), the one the prompt was
+        submitted to — e.g. ``"{{ ti.xcom_pull(task_ids='submit', key='comfyui_url') }}"``. Templated.
+        Without it the sensor looks for the prompt on every server of the pool.
     """
 
-    template_fields: Sequence[str] = ("prompt_id", "output_dir")
+    template_fields: Sequence[str] = ("prompt_id", "output_dir", "server")
     operator_extra_links = (ComfyUIWebLink(), ComfyUIOutputLink())
 
     def __init__(
@@ -55,6 +58,7 @@ class ComfyUIPromptSensor(BaseSensorOperator):
         output_kinds: Iterable[str] | None = None,
         lost_grace: float = 30.0,
         deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
+        server: str | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -64,13 +68,14 @@ class ComfyUIPromptSensor(BaseSensorOperator):
         self.output_kinds = list(output_kinds) if output_kinds else None
         self.lost_grace = float(lost_grace)
         self.deferrable = deferrable
+        self.server = server
         self._not_found_since: float | None = None
 
     @cached_property
     def hook(self) -> ComfyUIHook:
         from airflow_comfy.hooks.comfyui import ComfyUIHook
 
-        return ComfyUIHook(self.comfyui_conn_id)
+        return ComfyUIHook(self.comfyui_conn_id, server=self.server or None)
 
     def execute(self, context: Context) -> Any:
         from airflow_comfy.protocol import urls
@@ -91,6 +96,7 @@ class ComfyUIPromptSensor(BaseSensorOperator):
                 poll_interval=self.poke_interval,
                 lost_grace=self.lost_grace,
                 cancel_on_kill=False,
+                server=self.hook.base_url if self.hook.is_pinned else None,
             ),
             method_name="execute_complete",
         )
@@ -103,7 +109,7 @@ class ComfyUIPromptSensor(BaseSensorOperator):
         from airflow_comfy.protocol.states import PromptState
         from airflow_comfy.tasks import finish_prompt
 
-        status = self.hook.get_prompt_status(self.prompt_id)
+        status = self.hook.locate_prompt(self.prompt_id)  # on a pool: pins the server that has it
         if status.state is PromptState.NOT_FOUND:
             now = time.monotonic()
             self._not_found_since = self._not_found_since or now
@@ -111,7 +117,7 @@ class ComfyUIPromptSensor(BaseSensorOperator):
                 deadline = now + self.lost_grace
                 while status.state is PromptState.NOT_FOUND and time.monotonic() < deadline:
                     time.sleep(min(2.0, max(deadline - time.monotonic(), 0.0)))
-                    status = self.hook.get_prompt_status(self.prompt_id)
+                    status = self.hook.locate_prompt(self.prompt_id)
             elif now - self._not_found_since < self.lost_grace:
                 self.log.warning("Prompt %s is in neither history nor queue (yet)", self.prompt_id)
                 return False
@@ -139,6 +145,9 @@ class ComfyUIPromptSensor(BaseSensorOperator):
         from airflow_comfy.outputs import status_from_event
         from airflow_comfy.tasks import finish_prompt
 
+        server = event.get("base_url") if isinstance(event, dict) else None
+        if server and server in self.hook.servers:
+            self.hook.pin(server)  # downloads go to the server the prompt ran on
         try:
             status = status_from_event(event)
         except ComfyUIError as exc:

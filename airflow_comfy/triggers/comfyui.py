@@ -58,6 +58,8 @@ class ComfyUIPromptTrigger(BaseTrigger):
     :param lost_grace: seconds a prompt may be in neither history nor queue before it is lost.
     :param unreachable_grace: seconds of transient HTTP failures tolerated before giving up.
     :param cancel_on_kill: cancel the prompt when a user kills the deferred task (Airflow >= 3.3).
+    :param server: the base URL of the server the prompt was submitted to, for a connection with
+        several servers (``extra.hosts``); it must be one of them. Default: the connection's first.
     """
 
     def __init__(
@@ -69,8 +71,10 @@ class ComfyUIPromptTrigger(BaseTrigger):
         lost_grace: float = 30.0,
         unreachable_grace: float = 300.0,
         cancel_on_kill: bool = True,
+        server: str | None = None,
     ) -> None:
         super().__init__()
+        self.server = server
         self.prompt_id = prompt_id
         self.comfyui_conn_id = comfyui_conn_id
         self.end_time = float(end_time)
@@ -90,12 +94,14 @@ class ComfyUIPromptTrigger(BaseTrigger):
                 "lost_grace": self.lost_grace,
                 "unreachable_grace": self.unreachable_grace,
                 "cancel_on_kill": self.cancel_on_kill,
+                "server": self.server,
             },
         )
 
     async def _settings(self) -> ComfyUISettings:
         conn = await BaseHook.aget_connection(self.comfyui_conn_id)
-        return settings_from_connection(conn)
+        settings = settings_from_connection(conn)
+        return settings.for_server(self.server) if self.server else settings
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
         try:

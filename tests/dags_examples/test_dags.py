@@ -152,3 +152,27 @@ def test_assets_producer_emits_an_event_the_consumer_reads(
 
     consumed.raise_for_state()
     assert consumed.return_value("use_new_images") == {"prompt_id": prompt_id, "paths": [path]}
+
+
+def test_batch_mapped_spreads_over_a_pool_of_servers(
+    session_standin: StandInServer, example_outputs: Path, tmp_path: Path
+) -> None:
+    with (
+        StandInServer(base_dir=tmp_path / "gpu2") as second,
+        StandInServer(base_dir=tmp_path / "gpu3") as third,
+    ):
+        result = run_dag(
+            "comfyui_batch_mapped",
+            DAGS_FOLDER,
+            comfyui_url=session_standin.url,
+            conn_extra={"hosts": [second.url, third.url]},
+        )
+        result.raise_for_state()
+        prompt_ids = [result.xcom("render", "prompt_id", i) for i in range(6)]
+        per_server = [
+            sum(p in server.submissions for p in prompt_ids) for server in (session_standin, second, third)
+        ]
+        assert sum(per_server) == 6 and all(count >= 1 for count in per_server), per_server
+        recorded = {result.xcom("render", "comfyui_url", i) for i in range(6)}
+        assert recorded == {session_standin.url, second.url, third.url}
+        assert all(Path(p).is_file() for paths in result.mapped_return_values("render") for p in paths)

@@ -102,5 +102,5 @@ def test_retry_after_the_worker_died_reattaches(
     assert standin.submissions.count(prompt_id) == 1  # one GPU job for both tries
     assert standin.submissions == [p for p in (blocker, prompt_id) if p]
     # (pending or already running: the blocker was cancelled just before)
-    assert f"Re-attaching to prompt {prompt_id}, " in guard.logs()
+    assert f"Re-attaching to prompt {prompt_id} on {standin.url}, " in guard.logs()
     assert took < 5
