@@ -167,6 +167,7 @@ class ComfyUIPromptOperator(BaseOperator):
         from airflow_comfy.protocol.states import PromptState
         from airflow_comfy.tasks import push_prompt_xcoms, task_prompt_id
 
+        self.__dict__.pop("hook", None)  # a fresh hook per run: not pinned to a server of an earlier run
         hook = self.hook
         source = self._load()
         prompt_id = self.prompt_id or task_prompt_id(context, self._work_identity(source))

@@ -50,8 +50,17 @@ def node_error_lines(node_errors: Mapping[str, Any]) -> list[str]:
             details = err.get("details")
             if details:
                 text += f" — {details}"
+            if err.get("type") == "value_not_in_list" and _looks_like_model(extra.get("received_value")):
+                text += " (this model file is not installed on that ComfyUI server)"
             lines.append(text)
     return lines
+
+
+_MODEL_SUFFIXES = (".safetensors", ".ckpt", ".pt", ".pth", ".bin", ".gguf", ".sft", ".onnx", ".pkl")
+
+
+def _looks_like_model(value: Any) -> bool:
+    return isinstance(value, str) and value.lower().endswith(_MODEL_SUFFIXES)
 
 
 def format_validation_error(body: Mapping[str, Any]) -> str:

@@ -65,16 +65,15 @@ def where(servers: list[StandInServer], prompt_id: str) -> StandInServer:
     return server
 
 
-def test_twenty_prompts_spread_evenly_over_three_servers(servers, pool_conn):
+def test_a_mapped_batch_of_twenty_spreads_over_three_servers(servers, pool_conn):
     placed = []
-    for i in range(21):
-        ti = FakeTI(f"render_{i}")
-        prompt_id = op(
-            pool_conn, delay_workflow(5.0, color=i), task_id=ti.task_id, wait_for_completion=False
-        ).execute(make_context(ti))
+    task = op(pool_conn, delay_workflow(5.0), wait_for_completion=False)
+    for map_index in range(20):  # what .expand() runs: one task instance per map index
+        ti = FakeTI(map_index=map_index)
+        prompt_id = task.execute(make_context(ti))
         placed.append(where(servers, prompt_id).url)
         assert ti.xcoms["comfyui_url"] == placed[-1]  # the chosen server is recorded for the task
-    assert sorted(Counter(placed).values()) == [7, 7, 7]
+    assert sorted(Counter(placed).values()) == [6, 7, 7]
     for server in servers:
         server.faults.refuse_connections(True)  # end the slow queue quickly: the fixture stops them
 

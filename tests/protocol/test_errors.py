@@ -214,3 +214,25 @@ def test_timeout_and_not_json_messages():
     exc = errors.not_json_error("GET", "http://h/queue", "text/html", "<html>login</html>")
     assert isinstance(exc, ComfyUIResponseError) and "text/html instead of JSON" in str(exc)
     assert "no content type" in str(errors.not_json_error("GET", "u", "", ""))
+
+
+def test_value_not_in_list_of_a_model_file_says_it_is_not_installed():
+    def body(value):
+        return {
+            "4": {
+                "class_type": "CheckpointLoaderSimple",
+                "errors": [
+                    {
+                        "type": "value_not_in_list",
+                        "message": "Value not in list",
+                        "details": f"ckpt_name: '{value}' not in []",
+                        "extra_info": {"input_name": "ckpt_name", "received_value": value},
+                    }
+                ],
+            }
+        }
+
+    [line] = errors.node_error_lines(body("sd_xl_base_1.0.safetensors"))
+    assert line.endswith("(this model file is not installed on that ComfyUI server)")
+    [line] = errors.node_error_lines(body("bilinear"))
+    assert "not installed" not in line
