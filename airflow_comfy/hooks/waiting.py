@@ -92,6 +92,7 @@ class PromptWaiter:
         self._unreachable_since: float | None = None
         self._last_log = 0.0
         self._last_check = 0.0
+        self._last_check_took = 0.0
 
     def wait(self) -> PromptStatus:
         deadline = time.monotonic() + self.timeout
@@ -126,8 +127,9 @@ class PromptWaiter:
                 status = self._check()
                 if status is not None and status.is_terminal:
                     return status
-                # Checks start check_interval apart (the request's own time is not added on top).
-                next_check = self._last_check + self.check_interval
+                # The next check starts early by the last check's duration, so that an end right
+                # after a check is seen at most check_interval later, request time included.
+                next_check = self._last_check + self.check_interval - self._last_check_took
                 time.sleep(max(min(next_check, deadline) - time.monotonic(), 0))
                 continue
             try:
@@ -165,6 +167,7 @@ class PromptWaiter:
         self._last_check = now
         try:
             status = self.hook.get_prompt_status(self.prompt_id)
+            self._last_check_took = min(time.monotonic() - now, self.check_interval / 2)
         except ComfyUIError as exc:
             if not errors.is_retryable(exc):
                 raise
