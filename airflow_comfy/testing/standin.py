@@ -11,10 +11,8 @@ thread and the worker thread it started and closes the listening socket.
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import os
 import socket
-import threading
 from collections.abc import Coroutine, Mapping
 from pathlib import Path
 from types import TracebackType
@@ -26,10 +24,10 @@ from airflow_comfy.testing.engine import Engine
 from airflow_comfy.testing.faults import Faults
 from airflow_comfy.testing.files import Folders
 from airflow_comfy.testing.hub import Hub
+from airflow_comfy.testing.loopthread import TIMEOUT, LoopThread
 from airflow_comfy.testing.server import StandInState, make_app
 
 _T = TypeVar("_T")
-_TIMEOUT = 30.0
 
 
 class StandInServer:
@@ -49,8 +47,7 @@ class StandInServer:
         self.folders = Folders.create(base_dir)
         self.node_delays = dict(node_delays or {})
         self.faults = Faults()
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
+        self._loop_thread = LoopThread("comfy-standin-loop")
         self._runner: web.AppRunner | None = None
         self._site: web.SockSite | None = None
         self._state: StandInState | None = None
@@ -78,11 +75,7 @@ class StandInServer:
         return self._require_state().engine
 
     def start(self) -> StandInServer:
-        if self._thread is not None:
-            raise RuntimeError("the stand-in server is already running")
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, name="comfy-standin-loop", daemon=True)
-        self._thread.start()
+        self._loop_thread.start()
         try:
             self._call(self._astart())
         except BaseException:
@@ -91,18 +84,7 @@ class StandInServer:
         return self
 
     def stop(self) -> None:
-        loop, thread = self._loop, self._thread
-        if loop is None or thread is None:
-            return
-        try:
-            if self._runner is not None:
-                self._call(self._astop())
-        finally:
-            loop.call_soon_threadsafe(loop.stop)
-            thread.join(_TIMEOUT)
-            if not thread.is_alive():
-                loop.close()
-            self._loop = self._thread = None
+        self._loop_thread.stop(self._astop() if self._runner is not None else None)
 
     def restart(self) -> None:
         """Lose queue, history, cache and the number counter; keep files, port, faults and records.
@@ -132,14 +114,8 @@ class StandInServer:
             raise RuntimeError("the stand-in server is not running")
         return self._state
 
-    def _call(self, coro: Coroutine[Any, Any, _T], timeout: float = _TIMEOUT) -> _T:
-        assert self._loop is not None
-        future = asyncio.run_coroutine_threadsafe(coro, self._loop)
-        try:
-            return future.result(timeout)
-        except concurrent.futures.TimeoutError:
-            future.cancel()
-            raise TimeoutError("the stand-in server did not answer in time") from None
+    def _call(self, coro: Coroutine[Any, Any, _T], timeout: float = TIMEOUT) -> _T:
+        return self._loop_thread.call(coro, timeout)
 
     def _new_engine(self, hub: Hub) -> Engine:
         engine = Engine(self.folders, hub.emit, hub.supports_metadata, self.node_delays)

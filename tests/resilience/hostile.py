@@ -14,13 +14,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import threading
 import zlib
 from collections.abc import Awaitable, Callable
 from types import TracebackType
 from typing import Any
 
 from aiohttp import web
+
+from airflow_comfy.testing.loopthread import LoopThread
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 _TIMEOUT = 10.0
@@ -96,8 +97,7 @@ class HostileServer:
         self.submitted: list[str] = []
         self.requests: list[tuple[str, str, dict[str, str]]] = []
         self.port = 0
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
+        self._loop_thread = LoopThread("hostile-comfy")
         self._runner: web.AppRunner | None = None
 
     @property
@@ -173,24 +173,12 @@ class HostileServer:
         await asyncio.get_running_loop().shutdown_default_executor()
 
     def start(self) -> HostileServer:
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, name="hostile-comfy", daemon=True)
-        self._thread.start()
-        asyncio.run_coroutine_threadsafe(self._astart(), self._loop).result(_TIMEOUT)
+        self._loop_thread.start()
+        self._loop_thread.call(self._astart(), _TIMEOUT)
         return self
 
     def stop(self) -> None:
-        loop, thread = self._loop, self._thread
-        if loop is None or thread is None:
-            return
-        try:
-            asyncio.run_coroutine_threadsafe(self._astop(), loop).result(_TIMEOUT)
-        finally:
-            loop.call_soon_threadsafe(loop.stop)
-            thread.join(_TIMEOUT)
-            if not thread.is_alive():
-                loop.close()
-            self._loop = self._thread = None
+        self._loop_thread.stop(self._astop(), _TIMEOUT)
 
     def __enter__(self) -> HostileServer:
         return self.start()
