@@ -3,13 +3,17 @@
 One method per endpoint (submit, history, queue, interrupt, free, view/download, upload,
 object_info, system_stats, features, /ws) plus the composite operations operators need:
 the status of a prompt, cancelling exactly one prompt, and waiting for a prompt
-(:mod:`airflow_comfy.hooks.waiting`).
+(:mod:`airflow_comfy.hooks.waiting`). A connection may name several servers (``extra.hosts``):
+the hook then picks the least loaded one on submit (:mod:`airflow_comfy.hooks.pool`) and stays
+*pinned* to it.
 
 Invariants:
 - every submission carries a ``client_id`` and a ``prompt_id`` (generated when not given), so the
   WebSocket of that client receives the prompt's events and a retried submission can be detected;
 - a submission is never sent twice for one call: before a retry the hook checks whether the first
-  attempt reached the server (the prompt id is then in the queue or the history);
+  attempt reached the server (the prompt id is then in the queue or the history), and gives up
+  rather than resend when it cannot tell;
+- once pinned, every call of the hook goes to that one server, never to another of the pool;
 - cancelling touches only the given prompt (``/api/jobs/{id}/cancel`` where the server has it, else
   queue delete while pending and ``/interrupt`` with ``prompt_id`` while running) — never a global
   interrupt.

@@ -12,8 +12,9 @@ Airflow's deferral, shared with :func:`airflow_comfy.taskflow.run_workflow`.
 
 Invariants:
 - a retried task never starts a second GPU job for the same work: the prompt id is derived from
-  dag_id, run_id, task_id, map_index and the workflow, and a prompt that is already queued, running
-  or finished with success is re-attached to instead of submitted again;
+  dag_id, run_id, task_id, map_index and the work as given (workflow, overrides, input files — not
+  the server), and a prompt that is already queued, running or finished with success, on any server
+  of the connection, is re-attached to instead of submitted again;
 - a rejected workflow fails the task at once, without using Airflow retries;
 - killing or timing out the task cancels only its own prompt, never a global interrupt.
 
