@@ -25,13 +25,11 @@ from airflow_comfy.exceptions import (
     ComfyUITimeoutError,
 )
 from airflow_comfy.protocol import errors, urls
-from airflow_comfy.protocol.outputs import OutputRef, safe_relative_parts, unique_refs
+from airflow_comfy.protocol.outputs import OutputRef, unique_refs
 from airflow_comfy.protocol.states import PromptState, PromptStatus
 
 if TYPE_CHECKING:
     from airflow_comfy.hooks.comfyui import ComfyUIHook
-
-DOWNLOAD_CHUNK = 1024 * 1024
 
 
 def output_records(refs: Iterable[OutputRef], base_url: str) -> list[dict[str, str]]:
@@ -59,21 +57,10 @@ def collect_paths(
     if output_dir is None:
         return [ref.server_path for ref in selected]
     target = os.fspath(output_dir)
-    if "://" in target and not target.startswith("file://"):
-        return [_download_to_object_storage(hook, ref, target) for ref in selected]
-    local = target.removeprefix("file://")
-    return [str(hook.download(ref, local)) for ref in selected]
-
-
-def _download_to_object_storage(hook: ComfyUIHook, ref: OutputRef, base: str) -> str:
-    from airflow.sdk import ObjectStoragePath
-
-    destination = ObjectStoragePath(base).joinpath(*safe_relative_parts(ref.subfolder, ref.filename))
-    destination.parent.mkdir(parents=True, exist_ok=True)
-    with hook.view(ref.filename, ref.subfolder, ref.type) as response, destination.open("wb") as handle:
-        for chunk in response.iter_content(chunk_size=DOWNLOAD_CHUNK):
-            handle.write(chunk)
-    return str(destination)
+    if hook.settings.is_pool:
+        # Every server numbers its own files (img_00001_.png): keep the servers of a pool apart.
+        target = target.rstrip("/") + "/" + urls.server_label(hook.base_url)
+    return [str(hook.download(ref, target)) for ref in selected]
 
 
 def status_from_event(event: Any) -> PromptStatus:

@@ -83,4 +83,23 @@ def run_workflow(
         deferrable=False,
         **options,
     )
-    return list(operator.run_prompt(context))
+    # A kill signal reaches the calling task's on_kill, not this inner operator's: chain them for
+    # the duration of the call, so that killing the @task cancels its prompt as the operator would.
+    task = context.get("task")
+    if task is None:
+        return list(operator.run_prompt(context))
+    previous = task.__dict__.get("on_kill")
+    outer_on_kill = task.on_kill
+
+    def on_kill() -> None:
+        operator.on_kill()
+        outer_on_kill()
+
+    task.on_kill = on_kill
+    try:
+        return list(operator.run_prompt(context))
+    finally:
+        if previous is None:
+            task.__dict__.pop("on_kill", None)
+        else:
+            task.on_kill = previous

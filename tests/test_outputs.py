@@ -10,6 +10,7 @@ import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -116,16 +117,17 @@ def test_hostile_names_never_escape_the_output_dir(
     assert all(p.is_relative_to(out) for p in written)
 
 
-class BytesHook:
+class BytesHook(ComfyUIHook):
     """Serves any requested name (hostile ones too) with fixed bytes, like a hostile server would."""
 
-    base_url = "http://127.0.0.1:1"
-
     def __init__(self) -> None:
+        super().__init__(settings=ComfyUISettings(conn_id="bytes", base_url="http://127.0.0.1:1"))
         self.asked: list[tuple[str, str, str]] = []
 
     @contextmanager
-    def view(self, filename: str, subfolder: str = "", folder_type: str = "output") -> Iterator[object]:
+    def view(
+        self, filename: str, subfolder: str = "", folder_type: str = "output", **_: Any
+    ) -> Iterator[Any]:
         self.asked.append((filename, subfolder, folder_type))
 
         class Response:

@@ -114,3 +114,54 @@ def test_the_calling_tasks_outlets_get_the_event(result: DagRunResult) -> None:
 def test_options_that_cannot_apply_inside_a_task_are_refused(option: str) -> None:
     with pytest.raises(TypeError, match=option):
         run_workflow({}, **{option: True})  # refused before any context or server is needed
+
+
+def test_killing_the_calling_task_cancels_its_prompt(
+    standin: StandInServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The Task SDK calls the @task operator's on_kill: run_workflow chains its own for the call."""
+    import json
+
+    from operators.support import FAST_EXTRA, FakeTI, delay_workflow, wait_state, wait_until
+
+    comfy_conn = "comfy_taskflow_kill"
+    connection = {"conn_type": "comfyui", "host": standin.url, "extra": FAST_EXTRA}
+    monkeypatch.setenv(f"AIRFLOW_CONN_{comfy_conn.upper()}", json.dumps(connection))
+
+    class CallingTask:
+        def __init__(self) -> None:
+            self.killed = False
+
+        def on_kill(self) -> None:
+            self.killed = True
+
+    calling = CallingTask()
+    ti = FakeTI("calling")
+    context = {"ti": ti, "task": calling}
+    outcome: list[BaseException | list[str]] = []
+
+    def run() -> None:
+        try:
+            outcome.append(
+                run_workflow(
+                    delay_workflow(20.0, steps=200),
+                    comfyui_conn_id=comfy_conn,
+                    check_interval=0.1,
+                    context=context,
+                )  # type: ignore[arg-type]
+            )
+        except BaseException as exc:
+            outcome.append(exc)
+
+    import threading
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    wait_until(lambda: "prompt_id" in ti.xcoms, what="the submission")
+    wait_state(standin, ti.xcoms["prompt_id"], "running")
+    calling.on_kill()  # what the SDK's SIGTERM handler does
+    thread.join(timeout=20)
+    assert not thread.is_alive() and isinstance(outcome[0], BaseException)
+    assert calling.killed  # the task's own on_kill still ran
+    assert ("POST", "/interrupt") in standin.requests
+    assert "on_kill" not in vars(calling)  # restored after the call

@@ -22,8 +22,9 @@ Invariants:
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import IO, Any
 
@@ -31,6 +32,7 @@ import requests
 from airflow.sdk import BaseHook
 
 from airflow_comfy.exceptions import (
+    ComfyUIConnectionError,
     ComfyUIError,
     ComfyUIHTTPError,
     ComfyUIResponseError,
@@ -39,9 +41,15 @@ from airflow_comfy.hooks.connection import ComfyUISettings, settings_from_connec
 from airflow_comfy.hooks.transport import Transport
 from airflow_comfy.hooks.websocket import ComfyUIWebSocket
 from airflow_comfy.protocol import errors, urls
-from airflow_comfy.protocol.ids import new_client_id
-from airflow_comfy.protocol.outputs import OutputRef, safe_local_path
-from airflow_comfy.protocol.states import PromptState, PromptStatus, resolve_status, status_from_history
+from airflow_comfy.protocol.ids import new_client_id, new_prompt_id
+from airflow_comfy.protocol.outputs import OutputRef, safe_local_path, safe_relative_parts
+from airflow_comfy.protocol.states import (
+    PromptState,
+    PromptStatus,
+    queue_remaining,
+    resolve_status,
+    status_from_history,
+)
 
 DOWNLOAD_CHUNK = 1024 * 1024
 
@@ -135,29 +143,42 @@ class ComfyUIHook(BaseHook):
         self.pin(chosen)
         return chosen
 
-    def locate_prompt(self, prompt_id: str, *, prefer: str | None = None) -> PromptStatus:
+    def locate_prompt(
+        self, prompt_id: str, *, prefer: str | None = None, strict: bool = False
+    ) -> PromptStatus:
         """Find ``prompt_id`` on the connection's servers and pin the one that knows it.
 
         The current server (or ``prefer``) is asked first, then the others of the pool. Returns
-        ``NOT_FOUND``, leaving the hook as it was, when no reachable server has it. A one-server
-        connection is just :meth:`get_prompt_status`.
+        ``NOT_FOUND``, leaving the hook as it was, when no server has it. With ``strict`` (a retry,
+        whose earlier try may have submitted to any server), a server that cannot be asked makes
+        this raise :class:`ComfyUIConnectionError` instead: the prompt may be there, and submitting
+        elsewhere would start a second job. A one-server connection is just :meth:`get_prompt_status`.
         """
         if not self.settings.is_pool:
             return self.get_prompt_status(prompt_id)
         first = (prefer or (self.base_url if self._pinned else "")).rstrip("/")
         order = sorted(self.servers, key=lambda url: url != first)
+        unreachable: list[str] = []
         for url in order:
             probe = ComfyUIHook(self.comfyui_conn_id, settings=self.settings.for_server(url))
             try:
                 status = probe.get_prompt_status(prompt_id)
             except ComfyUIError as exc:
                 self.log.warning("Could not look for prompt %s on %s: %s", prompt_id, url, exc)
+                unreachable.append(f"{url} ({exc})")
                 continue
             finally:
                 probe.close()
             if status.state is not PromptState.NOT_FOUND:
                 self.pin(url)
                 return status
+        if strict and unreachable:
+            raise ComfyUIConnectionError(
+                f"Prompt {prompt_id} is on no reachable server of connection {self.comfyui_conn_id!r}, "
+                f"and these could not be asked: {'; '.join(unreachable)}. Not submitting it elsewhere, "
+                "which could start a second job; the task's next retry looks again.",
+                url=", ".join(self.servers),
+            )
         return PromptStatus(prompt_id, PromptState.NOT_FOUND)
 
     @property
@@ -212,7 +233,7 @@ class ComfyUIHook(BaseHook):
         if not self.is_pinned:
             self.choose_server(workflow)
         client_id = client_id or new_client_id()
-        prompt_id = prompt_id or new_client_id_uuid()
+        prompt_id = prompt_id or new_prompt_id()
         body: dict[str, Any] = {"prompt": dict(workflow), "client_id": client_id, "prompt_id": prompt_id}
         if front:
             body["front"] = True
@@ -235,6 +256,13 @@ class ComfyUIHook(BaseHook):
             try:
                 history = self.transport.json("GET", urls.history_path(prompt_id), retries=0)
                 queue = self.transport.json("GET", urls.QUEUE, retries=0)
+                if resolve_status(prompt_id, history, queue).state is PromptState.NOT_FOUND and not (
+                    isinstance(exc, ComfyUIError) and exc.never_sent
+                ):
+                    # A POST that timed out may still be in ComfyUI's validation: look once more.
+                    time.sleep(min(self.settings.read_timeout, 2.0))
+                    history = self.transport.json("GET", urls.history_path(prompt_id), retries=0)
+                    queue = self.transport.json("GET", urls.QUEUE, retries=0)
             except ComfyUIError:
                 if isinstance(exc, ComfyUIError) and exc.never_sent:
                     return
@@ -290,7 +318,10 @@ class ComfyUIHook(BaseHook):
     def get_queue_remaining(self) -> int:
         """GET /prompt: the number of running plus pending prompts."""
         info = self._json_object("GET", urls.PROMPT)
-        return int((info.get("exec_info") or {}).get("queue_remaining") or 0)
+        try:
+            return queue_remaining(info)
+        except ValueError as exc:
+            raise ComfyUIResponseError(f"ComfyUI GET /prompt at {self.base_url}: {exc}") from None
 
     def get_prompt_status(self, prompt_id: str) -> PromptStatus:
         """History first, then the queue (a prompt may finish between the two reads)."""
@@ -366,8 +397,12 @@ class ComfyUIHook(BaseHook):
     def cancel_prompt(self, prompt_id: str) -> str:
         """Stop exactly this prompt wherever it is. Returns what was done, for the log."""
         if self.supports_jobs_api():
-            self.transport.request("POST", urls.job_path(prompt_id, "cancel"), retries=2).close()
-            return "cancelled through /api/jobs"
+            try:
+                self.transport.request("POST", urls.job_path(prompt_id, "cancel"), retries=2).close()
+                return "cancelled through /api/jobs"
+            except ComfyUIHTTPError as exc:
+                if exc.status_code not in (404, 405):
+                    raise  # a server with /api/jobs but no cancel route: fall back below
         status = self.get_prompt_status(prompt_id)
         if status.state is PromptState.PENDING:
             self.delete_from_queue([prompt_id])
@@ -412,19 +447,53 @@ class ComfyUIHook(BaseHook):
     def download(
         self, ref: OutputRef, dest_dir: str | os.PathLike[str], *, keep_subfolder: bool = True
     ) -> Path:
-        """Stream one output into ``dest_dir`` (never outside it, whatever name the server sent)."""
-        target = safe_local_path(dest_dir, ref.subfolder if keep_subfolder else "", ref.filename)
+        """Stream one output into ``dest_dir`` (never outside it, whatever name the server sent).
+
+        ``dest_dir`` is a local folder, or an object-storage URI (``s3://bucket/prefix``) written through
+        Airflow's ``ObjectStoragePath`` (then an ``ObjectStoragePath`` is returned). A failed transfer
+        leaves no partial file behind.
+        """
+        target_dir = os.fspath(dest_dir)
+        if "://" in target_dir and not target_dir.startswith("file://"):
+            return self._download_to_object_storage(ref, target_dir, keep_subfolder)  # type: ignore[return-value]
+        target = safe_local_path(
+            target_dir.removeprefix("file://"), ref.subfolder if keep_subfolder else "", ref.filename
+        )
         target.parent.mkdir(parents=True, exist_ok=True)
         partial = target.with_name(target.name + ".part")
-        with self.view(ref.filename, ref.subfolder, ref.type) as response, partial.open("wb") as handle:
-            try:
-                for chunk in response.iter_content(chunk_size=DOWNLOAD_CHUNK):
-                    handle.write(chunk)
-            except requests.RequestException as exc:
-                partial.unlink(missing_ok=True)
-                raise errors.connection_error("GET", self.view_url(ref), type(exc).__name__) from None
+        try:
+            with self.view(ref.filename, ref.subfolder, ref.type) as response, partial.open("wb") as handle:
+                self._copy(ref, response, handle)
+        except BaseException:
+            partial.unlink(missing_ok=True)
+            raise
         partial.replace(target)
         return target
+
+    def _download_to_object_storage(self, ref: OutputRef, base: str, keep_subfolder: bool) -> Any:
+        from airflow.sdk import ObjectStoragePath
+
+        parts = safe_relative_parts(ref.subfolder if keep_subfolder else "", ref.filename)
+        destination = ObjectStoragePath(base).joinpath(*parts)
+        destination.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            with (
+                self.view(ref.filename, ref.subfolder, ref.type) as response,
+                destination.open("wb") as handle,
+            ):
+                self._copy(ref, response, handle)
+        except BaseException:
+            with suppress(Exception):
+                destination.unlink()
+            raise
+        return destination
+
+    def _copy(self, ref: OutputRef, response: requests.Response, handle: IO[bytes]) -> None:
+        try:
+            for chunk in response.iter_content(chunk_size=DOWNLOAD_CHUNK):
+                handle.write(chunk)
+        except requests.RequestException as exc:
+            raise errors.connection_error("GET", self.view_url(ref), type(exc).__name__) from None
 
     def upload_image(
         self,
@@ -488,13 +557,6 @@ class ComfyUIHook(BaseHook):
 
 class _AlreadySubmitted(Exception):
     """Internal: a retried POST /prompt found that the first attempt had reached the server."""
-
-
-def new_client_id_uuid() -> str:
-    """A fresh canonical UUID (accepted as ``prompt_id`` by every ComfyUI version)."""
-    import uuid
-
-    return str(uuid.uuid4())
 
 
 def _mask(settings: ComfyUISettings) -> None:

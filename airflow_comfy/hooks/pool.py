@@ -29,10 +29,9 @@ from airflow_comfy.exceptions import ComfyUIConnectionError, ComfyUIError, Comfy
 from airflow_comfy.hooks.connection import ComfyUISettings
 from airflow_comfy.hooks.transport import Transport
 from airflow_comfy.protocol import urls
+from airflow_comfy.protocol.states import queue_remaining
 
 OBJECT_INFO_TTL = 600.0
-# Node types that exist only in the web UI and never reach the server.
-_FRONTEND_ONLY = frozenset({"Note", "MarkdownNote", "Reroute", "PrimitiveNode"})
 
 _TURNS: dict[tuple[str, ...], itertools.count[int]] = {}
 _NODE_TYPES: dict[str, tuple[float, frozenset[str]]] = {}
@@ -64,7 +63,9 @@ def required_node_types(workflow: Mapping[str, Any] | None) -> frozenset[str]:
             n for sg in subgraphs if isinstance(sg, Mapping) for n in sg.get("nodes") or []
         ]
         found = {str(n.get("type")) for n in nodes if isinstance(n, Mapping) and n.get("mode") != 2}
-        return frozenset(found - _FRONTEND_ONLY - subgraph_ids - {"None"})
+        from airflow_comfy.workflows.graph import VIRTUAL_TYPES  # the web UI's node types that never run
+
+        return frozenset(found - VIRTUAL_TYPES - subgraph_ids - {"None"})
     return frozenset(
         str(node["class_type"])
         for node in workflow.values()
@@ -105,7 +106,7 @@ def _survey_one(settings: ComfyUISettings, url: str, required: frozenset[str]) -
     transport = Transport(settings.for_server(url))
     try:
         info = transport.json("GET", urls.PROMPT, retries=0)
-        remaining = int(((info or {}).get("exec_info") or {}).get("queue_remaining") or 0)
+        remaining = queue_remaining(info)
         missing = tuple(sorted(required - _node_types(transport))) if required else ()
     except ComfyUIError as exc:
         return ServerState(url, problem=f"unreachable or unhealthy: {exc}")

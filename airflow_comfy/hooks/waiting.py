@@ -25,7 +25,6 @@ from airflow_comfy.exceptions import (
     ComfyUIConnectionError,
     ComfyUIError,
     ComfyUIInterruptedError,
-    ComfyUIPromptLostError,
 )
 from airflow_comfy.protocol import errors
 from airflow_comfy.protocol.events import PromptTracker, WsEvent
@@ -93,6 +92,7 @@ class PromptWaiter:
         self._last_log = 0.0
         self._last_check = 0.0
         self._last_check_took = 0.0
+        self._last_status: PromptStatus | None = None
 
     def wait(self) -> PromptStatus:
         deadline = time.monotonic() + self.timeout
@@ -177,15 +177,11 @@ class PromptWaiter:
             log.warning("Could not read the status of prompt %s (will retry): %s", self.prompt_id, exc)
             return None
         self._unreachable_since = None
+        self._last_status = status
         if status.state is PromptState.NOT_FOUND:
             self._not_found_since = self._not_found_since or now
             if now - self._not_found_since >= self.lost_grace:
-                raise ComfyUIPromptLostError(
-                    f"ComfyUI prompt {self.prompt_id} is in neither the history nor the queue of "
-                    f"{self.hook.base_url} (for {self.lost_grace:g} s): the server restarted or its history "
-                    "was cleared. The result is lost; run the task again to submit it again.",
-                    prompt_id=self.prompt_id,
-                )
+                raise errors.prompt_lost_error(self.prompt_id, self.hook.base_url)
             return status
         self._not_found_since = None
         if not status.is_terminal:
@@ -199,11 +195,13 @@ class PromptWaiter:
         if now - self._last_log < self.log_interval:
             return
         self._last_log = now
-        if status is not None and self._ws is None:
-            if status.state is PromptState.PENDING:
-                line = f"pending, position {status.queue_position} in the queue of {status.queue_size}"
-            else:
-                line = status.state.value
+        if status is None and not self.tracker.started:
+            status = self._last_status  # the socket tells nothing about the queue position: HTTP does
+        if status is not None and status.state is PromptState.PENDING:
+            position = (status.queue_position or 0) + 1
+            line = f"pending, {position} of {status.queue_size} in the queue"
+        elif status is not None and self._ws is None:
+            line = status.state.value
         else:
             line = self.tracker.describe()
         self.on_progress(line)

@@ -173,7 +173,8 @@ class ComfyUIPromptOperator(BaseOperator):
         source = self._load()
         prompt_id = self.prompt_id or task_prompt_id(context, self._work_identity(source))
         # On a pool of servers this also finds (and pins) the server an earlier try submitted to.
-        status = hook.locate_prompt(prompt_id) if self.reattach else None
+        retry = int(getattr(context["ti"], "try_number", 1) or 1) > 1
+        status = hook.locate_prompt(prompt_id, strict=retry) if self.reattach else None
         client_id: str | None = None
         socket: ComfyUIWebSocket | None = None
         workflow: Mapping[str, Any] = source
@@ -288,14 +289,19 @@ class ComfyUIPromptOperator(BaseOperator):
                 socket = hook.websocket(client_id).connect()
             except ComfyUIConnectionError as exc:
                 self.log.warning("%s; will wait by polling", exc)
-        with fail_fast():
-            hook.submit_prompt(
-                workflow,
-                client_id=client_id,
-                prompt_id=prompt_id,
-                front=self.front,
-                extra_data=self.extra_data,
-            )
+        try:
+            with fail_fast():
+                hook.submit_prompt(
+                    workflow,
+                    client_id=client_id,
+                    prompt_id=prompt_id,
+                    front=self.front,
+                    extra_data=self.extra_data,
+                )
+        except BaseException:
+            if socket is not None:
+                socket.close()
+            raise
         return client_id, socket
 
     def _wait(
@@ -309,7 +315,7 @@ class ComfyUIPromptOperator(BaseOperator):
         from airflow_comfy.exceptions import ComfyUIError, ComfyUIPromptLostError, ComfyUITimeoutError
 
         self._active_prompt = prompt_id
-        if self._kill_requested:  # killed before the wait began: on_kill saw no prompt to cancel
+        if self._kill_requested and self.cancel_on_kill:  # killed before the wait began
             self._cancel(prompt_id, "the task was killed")
         try:
             try:
@@ -322,12 +328,14 @@ class ComfyUIPromptOperator(BaseOperator):
                 client_id, socket = self._submit(hook, workflow, prompt_id)
                 return self._wait_once(hook, workflow, prompt_id, client_id, socket)
         except ComfyUITimeoutError:
-            self._cancel(prompt_id, "the wait timed out")
+            if self.cancel_on_kill:
+                self._cancel(prompt_id, "the wait timed out")
             raise
         except ComfyUIError:
             raise
         except BaseException:  # task timeout, SIGTERM, KeyboardInterrupt: do not leave the GPU busy
-            self._cancel(prompt_id, "the task stopped while waiting")
+            if self.cancel_on_kill:
+                self._cancel(prompt_id, "the task stopped while waiting")
             raise
         finally:
             self._active_prompt = None
@@ -348,7 +356,7 @@ class ComfyUIPromptOperator(BaseOperator):
             timeout=self.timeout,
             check_interval=self.check_interval,
             lost_grace=self.lost_grace,
-            total_nodes=len(workflow),
+            total_nodes=len(workflow) if "nodes" not in workflow else None,  # API format only
             on_progress=lambda line: self.log.info("Prompt %s: %s", prompt_id, line),
             should_stop=lambda: self._kill_requested,
         )
@@ -386,25 +394,45 @@ class ComfyUIPromptOperator(BaseOperator):
 
 
 class ComfyUICancelPromptOperator(BaseOperator):
-    """Cancel one prompt: removed from the queue if pending, interrupted if running, else nothing."""
+    """Cancel one prompt: removed from the queue if pending, interrupted if running, else nothing.
 
-    template_fields: Sequence[str] = ("prompt_id",)
+    :param prompt_id: the prompt. Templated.
+    :param server: on a connection with several servers, the one the prompt was submitted to
+        (e.g. the submitting task's XCom ``comfyui_url``); without it every server is searched. Templated.
+    """
 
-    def __init__(self, *, prompt_id: str, comfyui_conn_id: str = "comfyui_default", **kwargs: Any) -> None:
+    template_fields: Sequence[str] = ("prompt_id", "server")
+
+    def __init__(
+        self,
+        *,
+        prompt_id: str,
+        comfyui_conn_id: str = "comfyui_default",
+        server: str | None = None,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(**kwargs)
         self.prompt_id = prompt_id
         self.comfyui_conn_id = comfyui_conn_id
+        self.server = server
 
     def execute(self, context: Context) -> str:
         from airflow_comfy.hooks.comfyui import ComfyUIHook
 
-        done = ComfyUIHook(self.comfyui_conn_id).cancel_prompt(self.prompt_id)
-        self.log.info("Prompt %s: %s", self.prompt_id, done)
+        hook = ComfyUIHook(self.comfyui_conn_id, server=self.server or None)
+        hook.locate_prompt(self.prompt_id, strict=True)  # on a pool: pins the server that has it
+        done = hook.cancel_prompt(self.prompt_id)
+        self.log.info("Prompt %s on %s: %s", self.prompt_id, hook.base_url, done)
         return done
 
 
 class ComfyUIFreeOperator(BaseOperator):
-    """POST /free: unload models and/or free memory (drops ComfyUI's executor cache)."""
+    """POST /free: unload models and/or free memory (drops ComfyUI's executor cache).
+
+    On a connection with several servers it frees every server, or only ``server`` when given.
+    """
+
+    template_fields: Sequence[str] = ("server",)
 
     def __init__(
         self,
@@ -412,17 +440,24 @@ class ComfyUIFreeOperator(BaseOperator):
         comfyui_conn_id: str = "comfyui_default",
         unload_models: bool = True,
         free_memory: bool = True,
+        server: str | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self.comfyui_conn_id = comfyui_conn_id
         self.unload_models = unload_models
         self.free_memory = free_memory
+        self.server = server
 
     def execute(self, context: Context) -> None:
         from airflow_comfy.hooks.comfyui import ComfyUIHook
 
-        ComfyUIHook(self.comfyui_conn_id).free(unload_models=self.unload_models, free_memory=self.free_memory)
+        servers = [self.server] if self.server else list(ComfyUIHook(self.comfyui_conn_id).servers)
+        for server in servers:
+            ComfyUIHook(self.comfyui_conn_id, server=server).free(
+                unload_models=self.unload_models, free_memory=self.free_memory
+            )
+            self.log.info("Freed %s", server)
 
 
 class ComfyUIUploadOperator(BaseOperator):
@@ -431,12 +466,14 @@ class ComfyUIUploadOperator(BaseOperator):
     :param files: local paths or object-storage URIs (``s3://…``). Templated.
     :param subfolder: the subfolder of ComfyUI's input folder. Templated.
     :param overwrite: replace a file of the same name instead of letting ComfyUI rename the upload.
+    :param server: required on a connection with several servers: the server to upload to (names
+        differ between servers; the prompt operator's ``inputs`` uploads to the server it chose). Templated.
 
     Returns ``["<subfolder>/<name>", …]`` in the order of ``files``: the names the server chose
     (identical bytes reuse the existing file; different bytes under a taken name get ``name (1).ext``).
     """
 
-    template_fields: Sequence[str] = ("files", "subfolder")
+    template_fields: Sequence[str] = ("files", "subfolder", "server")
 
     def __init__(
         self,
@@ -445,9 +482,11 @@ class ComfyUIUploadOperator(BaseOperator):
         comfyui_conn_id: str = "comfyui_default",
         subfolder: str = "airflow",
         overwrite: bool = False,
+        server: str | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        self.server = server
         self.files = files
         self.comfyui_conn_id = comfyui_conn_id
         self.subfolder = subfolder
@@ -458,7 +497,14 @@ class ComfyUIUploadOperator(BaseOperator):
         from airflow_comfy.inputs import upload_file, uploaded_reference
         from airflow_comfy.tasks import fail_fast
 
-        hook = ComfyUIHook(self.comfyui_conn_id)
+        hook = ComfyUIHook(self.comfyui_conn_id, server=self.server or None)
+        if not hook.is_pinned:
+            from airflow.sdk.exceptions import AirflowFailException
+
+            raise AirflowFailException(
+                f"Connection {self.comfyui_conn_id!r} names several servers: set server= to the one to "
+                "upload to, or pass the files as the prompt operator's inputs= (uploaded where it submits)"
+            )
         sources = [self.files] if isinstance(self.files, str | os.PathLike) else list(self.files)
         names = []
         with fail_fast():

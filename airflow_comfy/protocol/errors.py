@@ -25,6 +25,7 @@ from airflow_comfy.exceptions import (
     ComfyUIExecutionError,
     ComfyUIHTTPError,
     ComfyUIInterruptedError,
+    ComfyUIPromptLostError,
     ComfyUIResponseError,
     ComfyUITimeoutError,
     ComfyUIValidationError,
@@ -212,6 +213,16 @@ def wait_timeout_error(prompt_id: str, base_url: str, seconds: float) -> ComfyUI
     return ComfyUITimeoutError(
         f"ComfyUI prompt {prompt_id} on {base_url} did not finish within {seconds:g} s: raise the "
         "timeout, or check the server's queue (a long queue or a stuck node)"
+    )
+
+
+def prompt_lost_error(prompt_id: str, base_url: str) -> ComfyUIPromptLostError:
+    """A prompt in neither history nor queue (after the caller's grace period): the server lost it."""
+    return ComfyUIPromptLostError(
+        f"ComfyUI prompt {prompt_id} is in neither the history nor the queue of {base_url}: the server "
+        "restarted or its history was cleared. The result is lost; run the task again to submit it again "
+        "(or set resubmit_if_lost=True).",
+        prompt_id=prompt_id,
     )
 
 

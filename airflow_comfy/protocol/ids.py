@@ -34,5 +34,10 @@ def new_client_id() -> str:
     return uuid.uuid4().hex
 
 
+def new_prompt_id() -> str:
+    """A fresh canonical UUID, accepted as ``prompt_id`` by every ComfyUI version."""
+    return str(uuid.uuid4())
+
+
 def is_canonical_uuid(value: str) -> bool:
     return isinstance(value, str) and _CANONICAL.fullmatch(value) is not None

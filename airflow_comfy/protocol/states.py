@@ -134,6 +134,15 @@ def resolve_status(prompt_id: str, history_body: Any, queue_body: Any) -> Prompt
     )
 
 
+def queue_remaining(body: Any) -> int:
+    """Running plus pending prompts, from a ``GET /prompt`` body ``{"exec_info": {"queue_remaining": N}}``."""
+    info = body.get("exec_info") if isinstance(body, Mapping) else None
+    value = info.get("queue_remaining") if isinstance(info, Mapping) else None
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise ValueError(f"GET /prompt answered without exec_info.queue_remaining: {str(body)[:120]}")
+    return value
+
+
 def queue_ids(body: Any) -> tuple[list[str], list[str]]:
     """(running ids, pending ids in run order) from a /queue body."""
     if not isinstance(body, Mapping):

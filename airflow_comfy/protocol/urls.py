@@ -127,6 +127,13 @@ def view_url(base_url: str, filename: str, subfolder: str = "", folder_type: str
     return redact_url(endpoint(base_url, VIEW) + "?" + query)
 
 
+def server_label(base_url: str) -> str:
+    """A folder-name-safe label of a server: ``http://gpu-1:8188/comfy`` → ``gpu-1_8188_comfy``."""
+    parts = urlsplit(base_url)
+    raw = "_".join(p for p in (parts.hostname or "server", str(parts.port or ""), parts.path.strip("/")) if p)
+    return "".join(c if c.isalnum() or c in "-." else "_" for c in raw)
+
+
 def redact_url(url: str) -> str:
     """``url`` without user info and without secret-looking query values; safe to log."""
     try:

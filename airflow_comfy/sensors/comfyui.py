@@ -80,12 +80,20 @@ class ComfyUIPromptSensor(BaseSensorOperator):
     def execute(self, context: Context) -> Any:
         from airflow_comfy.protocol import urls
 
+        self.hook.locate_prompt(self.prompt_id)  # on a pool: pins the server that has the prompt
         context["ti"].xcom_push(key="comfyui_url", value=urls.redact_url(self.hook.base_url))
         if not self.deferrable:
             return super().execute(context)
         done = self.poke(context)
         if isinstance(done, PokeReturnValue) and done.is_done:
             return done.xcom_value
+        if not self.hook.is_pinned:
+            # The trigger watches one server: on a pool, without knowing which, keep poking here.
+            self.log.warning(
+                "Prompt %s is on no server of the pool yet; waiting by poking (set server= to defer)",
+                self.prompt_id,
+            )
+            return super().execute(context)
         from airflow_comfy.triggers.comfyui import ComfyUIPromptTrigger
 
         self.defer(
@@ -96,7 +104,7 @@ class ComfyUIPromptSensor(BaseSensorOperator):
                 poll_interval=self.poke_interval,
                 lost_grace=self.lost_grace,
                 cancel_on_kill=False,
-                server=self.hook.base_url if self.hook.is_pinned else None,
+                server=self.hook.base_url,
             ),
             method_name="execute_complete",
         )
@@ -104,7 +112,6 @@ class ComfyUIPromptSensor(BaseSensorOperator):
     def poke(self, context: Context) -> PokeReturnValue | bool:
         from airflow.sdk.exceptions import AirflowFailException
 
-        from airflow_comfy.exceptions import ComfyUIPromptLostError
         from airflow_comfy.protocol import errors
         from airflow_comfy.protocol.states import PromptState
         from airflow_comfy.tasks import finish_prompt
@@ -122,11 +129,7 @@ class ComfyUIPromptSensor(BaseSensorOperator):
                 self.log.warning("Prompt %s is in neither history nor queue (yet)", self.prompt_id)
                 return False
             if status.state is PromptState.NOT_FOUND:
-                lost = ComfyUIPromptLostError(
-                    f"ComfyUI prompt {self.prompt_id} is in neither the history nor the queue of "
-                    f"{self.hook.base_url}: the server restarted or its history was cleared.",
-                    prompt_id=self.prompt_id,
-                )
+                lost = errors.prompt_lost_error(self.prompt_id, self.hook.base_url)
                 raise AirflowFailException(str(lost)) from lost
         self._not_found_since = None
         if not status.is_terminal:

@@ -146,12 +146,8 @@ class ComfyUIPromptTrigger(BaseTrigger):
             if status.state is PromptState.NOT_FOUND:
                 not_found_since = not_found_since or now
                 if now - not_found_since >= self.lost_grace:
-                    return self._event(
-                        "lost",
-                        f"ComfyUI prompt {self.prompt_id} is in neither the history nor the queue of "
-                        f"{base_url}: the server restarted or its history was cleared.",
-                        base_url,
-                    )
+                    lost = errors.prompt_lost_error(self.prompt_id, base_url)
+                    return self._event("lost", str(lost), base_url)
             else:
                 not_found_since = None
 

@@ -10,6 +10,10 @@ Follows ComfyUI_frontend's ``graphToPrompt`` (src/utils/executionUtil.ts) and
 - a link is followed through Reroutes, through bypassed nodes (to the input of the bypassed node
   whose type matches, preferring the same slot index), and into/out of subgraph instances; a link
   that ends at a PrimitiveNode leaves the widget value in place;
+- legacy group node instances are expanded into their inner nodes (``"<instance id>:<index>"``, see
+  ``workflows/_groups.py``): the instance's widget values go to the inner widgets,
+  its inputs to the inner slots they were mapped to, and a link from one of its outputs goes to
+  the inner node behind it, through inner Reroutes only (``GroupNodeHandler.updateLink``);
 - inputs linked to nodes that were not emitted (muted ones) are dropped; array widget values are
   wrapped as ``{"__value__": [...]}``.
 
@@ -31,6 +35,7 @@ from airflow_comfy.workflows.graph import (
     ExecNode,
     Link,
     flatten,
+    group_widget_values,
     proxy_widget_values,
 )
 from airflow_comfy.workflows.load import detect_format
@@ -105,6 +110,8 @@ class _Resolver:
             return None if index < 0 else self.resolve_input(entry, index, visited)
         if entry.kind == "subgraph":
             return self._resolve_subgraph_output(entry, slot, link_type, visited)
+        if entry.kind == "group":
+            return self._resolve_group_output(entry, slot, link_type, visited)
         if entry.kind == "virtual":
             return self.resolve_input(entry, slot, visited, link_type) if slot < len(entry.inputs) else None
         return ("link", entry.exec_id, slot)
@@ -134,6 +141,49 @@ class _Resolver:
                 "which does not exist"
             )
         return self.resolve_output(inner, inner_link.origin_slot, link_type, visited)
+
+    def _resolve_group_output(
+        self, entry: ExecNode, slot: int, link_type: Any, visited: set[str]
+    ) -> Resolved | None:
+        """GroupNodeHandler.updateLink: the inner node behind a group output, past inner Reroutes.
+
+        Unlike a subgraph output, the inner node is not resolved any further: a link from a muted or
+        bypassed inner node ends there (and is dropped with that node), as in the frontend.
+        """
+        assert entry.group is not None
+        if slot >= len(entry.group.outputs):
+            raise ComfyUIWorkflowError(f"{entry.describe()}: output {slot} is not an output of the group")
+        index, origin_slot = entry.group.outputs[slot]
+        node = self.by_id.get(f"{entry.exec_id}:{index}")
+        while node is not None and node.type == "Reroute":
+            hop = self._reroute_source(node, visited)
+            if hop is None:
+                return None
+            node, origin_slot = hop
+        if node is None:
+            return None
+        if node.kind in ("group", "subgraph"):
+            return self.resolve_output(node, origin_slot, link_type, visited)
+        return ("link", node.exec_id, origin_slot)
+
+    def _reroute_source(self, entry: ExecNode, visited: set[str]) -> tuple[ExecNode, int] | None:
+        """The node and output slot feeding a Reroute, across a group instance's inputs."""
+        key = f"{entry.exec_id}[R]"
+        if key in visited:
+            raise ComfyUIWorkflowError(f"{entry.describe()}: circular link through a Reroute (a link loop)")
+        visited.add(key)
+        if not entry.inputs or entry.inputs[0].link is None:
+            return None
+        link = self._link(entry, entry.inputs[0].link, "input 0")
+        owner = entry.scope.owner
+        if owner is not None and _same_id(link.origin_id, SUBGRAPH_INPUT_NODE):
+            if link.origin_slot >= len(owner.inputs) or owner.inputs[link.origin_slot].link is None:
+                return None
+            link = self._link(owner, owner.inputs[link.origin_slot].link, f"input {link.origin_slot}")
+            origin = self._node_in(owner, link.origin_id)
+        else:
+            origin = self._node_in(entry, link.origin_id)
+        return None if origin is None else (origin, link.origin_slot)
 
 
 def _same_id(value: Any, expected: int) -> bool:
@@ -194,7 +244,7 @@ def _primitive_values(ordered: list[ExecNode], by_id: dict[str, ExecNode]) -> di
                 continue
             slot = saved[link.target_slot]
             name = str((slot.get("widget") or {}).get("name") or slot.get("name"))
-            if target.kind == "subgraph":
+            if target.kind in ("subgraph", "group"):
                 names = [s.name for s in target.inputs]
                 if name in names:
                     target.promoted[names.index(name)] = values[0]
@@ -283,6 +333,11 @@ def ui_to_api(ui_workflow: Mapping[str, Any], object_info: Mapping[str, Any]) ->
     for entry in ordered:
         if entry.kind == "subgraph":
             for exec_id, values in proxy_widget_values(entry).items():
+                pushed.setdefault(exec_id, {}).update(values)
+        elif entry.kind == "group" and entry.group is not None:
+            promoted = {entry.inputs[i].name: v for i, v in entry.promoted.items() if i < len(entry.inputs)}
+            saved = entry.node.get("widgets_values")
+            for exec_id, values in group_widget_values(entry.group, entry.exec_id, saved, promoted).items():
                 pushed.setdefault(exec_id, {}).update(values)
     resolver = _Resolver(by_id)
     output: dict[str, Any] = {}

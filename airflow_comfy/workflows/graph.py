@@ -4,6 +4,9 @@ The web UI saves a graph of nodes and links; subgraph instances refer to a defin
 ``definitions.subgraphs`` whose own nodes and links live in a nested scope. Like the frontend's
 ``ExecutableNodeDTO`` map, :func:`flatten` gives each node an *execution id*: its id, prefixed by
 the ids of the subgraph instances that contain it (``"12:5"`` is node 5 inside instance 12).
+Legacy group node instances (``workflow>NAME``) become nested scopes too: their inner nodes are
+numbered by position in the group definition (``"12:0"``, ``"12:1"``...), their inner links are
+renumbered and the slots fed from the instance's inputs are linked from node -10, as in a subgraph.
 
 Invariant: link ids are looked up only within the scope (root graph or one subgraph definition)
 that owns them, and an execution id is unique across the flattened graph.
@@ -16,7 +19,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from airflow_comfy.exceptions import ComfyUIWorkflowError
-from airflow_comfy.workflows.widgets import NodeLayout, node_layout
+from airflow_comfy.workflows._groups import GroupConfig, build_group_config, group_name
+from airflow_comfy.workflows.widgets import NodeLayout, node_layout, widget_values
 
 VIRTUAL_TYPES = frozenset({"Reroute", "PrimitiveNode", "Note", "MarkdownNote"})
 SUBGRAPH_INPUT_NODE = -10
@@ -64,13 +68,14 @@ class ExecNode:
     exec_id: str
     node: dict[str, Any]
     scope: Scope
-    kind: str  # "real", "virtual" or "subgraph"
+    kind: str  # "real", "virtual", "subgraph" or "group" (a legacy group node instance)
     inputs: list[Slot]
     output_types: list[Any]
     layout: NodeLayout | None = None
     disabled: bool = False  # inside a muted or bypassed subgraph instance
     inner: Scope | None = None
     promoted: dict[int, Any] = field(default_factory=dict)
+    group: GroupConfig | None = None
 
     @property
     def id(self) -> str:
@@ -172,12 +177,14 @@ def flatten(
                 )
                 expand(entry.inner, inner_disabled, (*stack, node_type))
                 continue
-            if node_type.startswith(("workflow>", "workflow/")) or node_type in group_nodes:
-                raise ComfyUIWorkflowError(
-                    f"node {exec_id} ({node_type}) is a legacy group node (extra.groupNodes); converting "
-                    "group nodes is not supported: open the workflow in ComfyUI, convert the group node "
-                    "to a subgraph (or ungroup it), and save again"
-                )
+            name = group_name(node_type)
+            if name is not None:
+                entry = _group_node(exec_id, node, scope, name, group_nodes, object_info, disabled)
+                ordered.append(entry)
+                by_id[exec_id] = entry
+                assert entry.inner is not None
+                expand(entry.inner, disabled or entry.mode in (MUTED, BYPASSED), stack)
+                continue
             entry = _plain_node(exec_id, node, scope, object_info, disabled)
             ordered.append(entry)
             by_id[exec_id] = entry
@@ -201,6 +208,47 @@ def _plain_node(
     layout = node_layout(node_def, node_type)
     outputs = list(node_def.get("output") or saved_outputs)
     return ExecNode(exec_id, node, scope, "real", _real_slots(layout, node), outputs, layout, disabled)
+
+
+def _group_node(
+    exec_id: str,
+    node: dict[str, Any],
+    scope: Scope,
+    name: str,
+    group_nodes: Mapping[str, Any],
+    object_info: Mapping[str, Any],
+    disabled: bool,
+) -> ExecNode:
+    """A legacy group node instance, with its inner nodes as a nested scope (``"<id>:<index>"``)."""
+    where = f"node {exec_id} ({node['type']})"
+    if scope.path:
+        raise ComfyUIWorkflowError(
+            f"{where} is a legacy group node inside a subgraph; the ComfyUI frontend does not support "
+            "group nodes inside subgraphs either: convert the group node to a subgraph"
+        )
+    data = group_nodes.get(name) if isinstance(group_nodes, Mapping) else None
+    if not isinstance(data, Mapping):
+        raise ComfyUIWorkflowError(
+            f"{where} is a legacy group node, but its definition '{name}' is missing from the "
+            "workflow's extra.groupNodes; open the workflow in ComfyUI where the group node is defined, "
+            "convert it to a subgraph (or ungroup it), and save again"
+        )
+    try:
+        config = build_group_config(name, data, object_info)
+    except ComfyUIWorkflowError as exc:
+        raise ComfyUIWorkflowError(f"{where}: {exc}") from None
+    except (KeyError, IndexError, TypeError, ValueError) as exc:
+        raise ComfyUIWorkflowError(
+            f"{where}: the definition of group node '{name}' in extra.groupNodes is malformed ({exc!r})"
+        ) from None
+    saved = _saved_inputs(node)
+    slots = [Slot(str(s.get("name")), s.get("type"), _link_id(s)) for s in saved]
+    saved_outputs = [s.get("type") for s in node.get("outputs") or [] if isinstance(s, Mapping)]
+    outputs = saved_outputs if len(saved_outputs) == len(config.output_types) else list(config.output_types)
+    entry = ExecNode(exec_id, node, scope, "group", slots, outputs, disabled=disabled, group=config)
+    graph = inner_graph(config, saved)
+    entry.inner = _scope(graph, (*scope.path, str(node["id"])), entry, f"group node {name}")
+    return entry
 
 
 def _subgraph_node(
@@ -254,4 +302,78 @@ def proxy_widget_values(entry: ExecNode) -> dict[str, dict[str, Any]]:
     for proxy, value in zip(proxies, values, strict=True):
         if isinstance(proxy, list | tuple) and len(proxy) == 2 and str(proxy[0]) != "-1":
             result.setdefault(f"{entry.exec_id}:{proxy[0]}", {})[str(proxy[1])] = value
+    return result
+
+
+def instance_slot(config: GroupConfig, group_input: int, saved_inputs: list[Mapping[str, Any]]) -> int:
+    """The instance input slot of group input ``group_input``: by name, else by position."""
+    name = config.input_names[group_input]
+    if group_input < len(saved_inputs) and saved_inputs[group_input].get("name") in (name, None):
+        return group_input
+    names = [slot.get("name") for slot in saved_inputs]
+    return names.index(name) if names.count(name) == 1 else group_input
+
+
+def inner_graph(config: GroupConfig, saved_inputs: list[Mapping[str, Any]]) -> dict[str, Any]:
+    """One instance's inner nodes (ids ``0..n-1``) and links, as a nested scope (getInputLink)."""
+    nodes: list[dict[str, Any]] = []
+    links: list[list[Any]] = []
+    for index, original in enumerate(config.nodes):
+        node = {**original, "id": index}
+        inputs = []
+        for slot, raw in enumerate(original.get("inputs") or []):
+            slot_data = dict(raw) if isinstance(raw, Mapping) else {"name": str(slot)}
+            internal = config.links_to.get(index, {}).get(slot)
+            external = config.input_map.get(index, {}).get(slot)
+            slot_data["link"] = None
+            if internal is not None:
+                slot_data["link"] = len(links) + 1
+                link_type = internal[5] if len(internal) > 5 else slot_data.get("type")
+                links.append([len(links) + 1, int(internal[0]), int(internal[1]), index, slot, link_type])
+            elif external is not None:
+                slot_data["link"] = len(links) + 1
+                origin_slot = instance_slot(config, external, saved_inputs)
+                links.append(
+                    [len(links) + 1, SUBGRAPH_INPUT_NODE, origin_slot, index, slot, slot_data.get("type")]
+                )
+            inputs.append(slot_data)
+        node["inputs"] = inputs
+        # Inner outputs keep no links (the group definition is a clipboard copy): PrimitiveNodes
+        # inside reach their widgets through the group's widgets, not applyToGraph.
+        node["outputs"] = [
+            {**o, "links": []} if isinstance(o, Mapping) else o for o in original.get("outputs") or []
+        ]
+        nodes.append(node)
+    return {"nodes": nodes, "links": links}
+
+
+def group_widget_values(
+    config: GroupConfig, exec_id: str, saved_values: Any, promoted: Mapping[str, Any]
+) -> dict[str, dict[str, Any]]:
+    """Inner widget values an instance sets (configure + updateInnerWidgets), by inner exec id.
+
+    ``promoted`` holds the values PrimitiveNodes outside the group pushed into the instance's
+    converted widgets, by group input name.
+    """
+    values = widget_values(config.layout, saved_values)
+    values.update({name: value for name, value in promoted.items() if name in values})
+    result: dict[str, dict[str, Any]] = {}
+    for name, (index, input_name) in config.widget_map.items():
+        if name not in values:
+            continue
+        node = config.nodes[index]
+        if node.get("type") == "PrimitiveNode":
+            targets = config.primitive_to_widget.get(index, [])
+        elif node.get("type") == "Reroute":
+            targets = []
+            for link in config.links_from.get(index, {}).get(0, []):
+                target_slots = config.nodes[int(link[2])].get("inputs") or []
+                slot = target_slots[int(link[3])] if int(link[3]) < len(target_slots) else {}
+                widget = slot.get("widget") if isinstance(slot, Mapping) else None
+                if isinstance(widget, Mapping) and widget.get("name"):
+                    targets.append((int(link[2]), str(widget["name"])))
+        else:
+            targets = [(index, input_name)]
+        for target, target_input in targets:
+            result.setdefault(f"{exec_id}:{target}", {})[target_input] = values[name]
     return result

@@ -99,14 +99,28 @@ def _flatten(name: str, raw: Any, optional: bool) -> InputSpec:
     return InputSpec(name, str(head), options, optional)
 
 
-def ordered_specs(node_def: Mapping[str, Any], class_type: str = "") -> list[InputSpec]:
-    """The node's inputs in the order the frontend creates them (getOrderedInputSpecs)."""
+def definition_inputs(
+    node_def: Mapping[str, Any], class_type: str = ""
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Raw required and optional inputs as the frontend holds them: with the media "upload" input added."""
     section = node_def.get("input") or {}
     required = dict(section.get("required") or {})
     optional = dict(section.get("optional") or {})
     upload = _upload_input(required, class_type)
     if upload is not None:
         required["upload"] = upload
+    return required, optional
+
+
+def is_widget_input(raw: Any) -> bool:
+    """widgetStore.inputIsWidget: a combo or a core widget type, whatever its ``forceInput`` option."""
+    head = raw[0] if isinstance(raw, list | tuple) and raw else None
+    return isinstance(head, list | tuple) or head in WIDGET_TYPES or head == "IMAGEUPLOAD"
+
+
+def ordered_specs(node_def: Mapping[str, Any], class_type: str = "") -> list[InputSpec]:
+    """The node's inputs in the order the frontend creates them (getOrderedInputSpecs)."""
+    required, optional = definition_inputs(node_def, class_type)
     specs: dict[str, InputSpec] = {}
     for name, raw in required.items():
         specs[name] = _flatten(name, raw, False)

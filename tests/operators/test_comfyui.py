@@ -662,3 +662,11 @@ def test_inputs_are_uploaded_and_wired_before_submit(
     with Image.open(path) as image:
         assert image.convert("RGB").getpixel((0, 0)) == (55, 155, 205)
     assert (standin.base_dir / "input" / "job-1" / "src.png").is_file()
+
+
+def test_cancel_on_kill_false_leaves_the_prompt_alone(standin: StandInServer, comfy_conn: str) -> None:
+    task = make_op(comfy_conn, delay_workflow(3.0, steps=30), timeout=0.5, cancel_on_kill=False)
+    with pytest.raises(ComfyUITimeoutError):
+        task.execute(make_context(FakeTI()))
+    assert ("POST", "/interrupt") not in standin.requests
+    assert ("POST", "/queue") not in standin.requests

@@ -161,3 +161,54 @@ def test_sensor_finds_the_prompt_on_its_server(servers, pool_conn):
         server=servers[1].url,
     )
     assert pinned.hook.base_url == servers[1].url
+
+
+def test_a_retry_never_submits_elsewhere_while_a_server_cannot_be_asked(servers, pool_conn):
+    from airflow_comfy.exceptions import ComfyUIConnectionError
+
+    prompt_id = op(pool_conn, delay_workflow(5.0), wait_for_completion=False).execute(make_context(FakeTI()))
+    home = where(servers, prompt_id)
+    home.faults.refuse_connections(True)
+    with pytest.raises(ComfyUIConnectionError, match="Not submitting it elsewhere"):
+        op(pool_conn, delay_workflow(5.0)).execute(make_context(FakeTI(try_number=2)))
+    assert sum(len(s.submissions) for s in servers) == 1
+    # A first try is not held back by a server that is down: it goes elsewhere.
+    other = FakeTI("other_task")
+    op(pool_conn, image_workflow(), task_id="other_task").execute(make_context(other))
+    assert other.xcoms["comfyui_url"] != home.url
+
+
+def test_downloads_of_a_pool_are_kept_apart_per_server(servers, pool_conn, tmp_path):
+    paths = []
+    for map_index in range(3):  # idle servers, round robin: one prompt each, all named ..._00001_.png
+        ti = FakeTI(map_index=map_index)
+        paths += op(pool_conn, image_workflow("same/name"), output_dir=tmp_path).execute(make_context(ti))
+    assert len(set(paths)) == 3 and all(Path(p).is_file() for p in paths)
+    assert {Path(p).name for p in paths} == {"name_00001_.png"}
+    assert {Path(p).relative_to(tmp_path).parts[0] for p in paths} == {
+        s.url.removeprefix("http://").replace(":", "_") for s in servers
+    }
+
+
+def test_cancel_operator_finds_the_prompt_on_its_server(servers, pool_conn):
+    from airflow_comfy.operators.comfyui import ComfyUICancelPromptOperator
+
+    prompt_id = submit(servers[2], delay_workflow(10.0, steps=100))
+    wait_state(servers[2], prompt_id, "running")
+    done = ComfyUICancelPromptOperator(
+        task_id="cancel", prompt_id=prompt_id, comfyui_conn_id=pool_conn
+    ).execute(make_context(FakeTI("cancel")))
+    assert done == "interrupted"
+    assert [r for r in servers[2].requests if r == ("POST", "/interrupt")] == [("POST", "/interrupt")]
+    assert all(("POST", "/interrupt") not in s.requests for s in servers[:2])
+
+
+def test_deferrable_sensor_on_a_pool_watches_the_server_that_has_the_prompt(servers, pool_conn):
+    prompt_id = submit(servers[1], delay_workflow(5.0))
+    sensor = ComfyUIPromptSensor(
+        task_id="wait", prompt_id=prompt_id, comfyui_conn_id=pool_conn, poke_interval=0.1, deferrable=True
+    )
+    ti = FakeTI("wait")
+    with pytest.raises(TaskDeferred) as deferred:
+        sensor.execute(make_context(ti))
+    assert deferred.value.trigger.server == servers[1].url == ti.xcoms["comfyui_url"]

@@ -26,6 +26,7 @@ GRAPH_FAULTS = {
     # frontend test graphs without any output node
     "note_with_ksampler": "prompt_no_outputs",
     "primitive_node": "prompt_no_outputs",
+    "legacy_group_node": "prompt_no_outputs",  # two KSamplers in a group node, nothing else
     # PreviewImage 15 is fed only by the muted ImageInvert 14: muting drops the link
     "reroute_bypass_mute": {("15", "required_input_missing")},
 }
