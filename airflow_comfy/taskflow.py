@@ -22,6 +22,7 @@ Invariant: no step of running a prompt is implemented here; it always waits in t
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -83,23 +84,51 @@ def run_workflow(
         deferrable=False,
         **options,
     )
-    # A kill signal reaches the calling task's on_kill, not this inner operator's: chain them for
-    # the duration of the call, so that killing the @task cancels its prompt as the operator would.
+    # A kill signal reaches the calling task's on_kill, not this inner operator's: while the call
+    # runs, the calling task's on_kill also kills every run_workflow call active on it (threads too).
     task = context.get("task")
     if task is None:
         return list(operator.run_prompt(context))
-    previous = task.__dict__.get("on_kill")
-    outer_on_kill = task.on_kill
-
-    def on_kill() -> None:
-        operator.on_kill()
-        outer_on_kill()
-
-    task.on_kill = on_kill
+    _register(task, operator)
     try:
         return list(operator.run_prompt(context))
     finally:
-        if previous is None:
-            task.__dict__.pop("on_kill", None)
-        else:
-            task.on_kill = previous
+        _unregister(task, operator)
+
+
+_LOCK = threading.Lock()
+_ACTIVE = "_airflow_comfy_active_calls"
+_PREVIOUS = "_airflow_comfy_previous_on_kill"
+
+
+def _register(task: Any, operator: Any) -> None:
+    with _LOCK:
+        active = task.__dict__.get(_ACTIVE)
+        if active is None:
+            active = task.__dict__[_ACTIVE] = []
+            task.__dict__[_PREVIOUS] = task.__dict__.get("on_kill")  # an instance-level on_kill, if any
+            outer_on_kill = task.on_kill
+
+            def on_kill() -> None:
+                with _LOCK:
+                    calls = list(task.__dict__.get(_ACTIVE) or [])
+                for call in calls:
+                    call.on_kill()
+                outer_on_kill()
+
+            task.on_kill = on_kill
+        active.append(operator)
+
+
+def _unregister(task: Any, operator: Any) -> None:
+    with _LOCK:
+        active = task.__dict__.get(_ACTIVE) or []
+        if operator in active:
+            active.remove(operator)
+        if not active:
+            task.__dict__.pop(_ACTIVE, None)
+            previous = task.__dict__.pop(_PREVIOUS, None)
+            if previous is None:
+                task.__dict__.pop("on_kill", None)
+            else:
+                task.on_kill = previous

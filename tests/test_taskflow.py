@@ -165,3 +165,49 @@ def test_killing_the_calling_task_cancels_its_prompt(
     assert calling.killed  # the task's own on_kill still ran
     assert ("POST", "/interrupt") in standin.requests
     assert "on_kill" not in vars(calling)  # restored after the call
+
+
+def test_kill_reaches_every_concurrent_call(standin: StandInServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two run_workflow calls in threads of one task: the first ending must not unhook the second."""
+    import json
+    import threading
+
+    from operators.support import FAST_EXTRA, FakeTI, delay_workflow, wait_until
+
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_COMFY_TASKFLOW_TWO",
+        json.dumps({"conn_type": "comfyui", "host": standin.url, "extra": FAST_EXTRA}),
+    )
+
+    class CallingTask:
+        def on_kill(self) -> None:
+            pass
+
+    calling = CallingTask()
+    ti = FakeTI("calling")
+    results: dict[str, object] = {}
+
+    def call(name: str, seconds: float) -> None:
+        context = {"ti": FakeTI(f"calling_{name}"), "task": calling}
+        try:
+            results[name] = run_workflow(
+                delay_workflow(seconds, steps=100, prefix=f"two/{name}"),
+                comfyui_conn_id="comfy_taskflow_two",
+                check_interval=0.05,
+                context=context,  # type: ignore[arg-type]
+            )
+        except BaseException as exc:
+            results[name] = exc
+
+    short = threading.Thread(target=call, args=("short", 0.3))
+    long = threading.Thread(target=call, args=("long", 20.0))
+    short.start()
+    long.start()
+    short.join(timeout=20)
+    assert isinstance(results.get("short"), list)
+    wait_until(lambda: len(standin.submissions) == 2, what="both submissions")
+    calling.on_kill()
+    long.join(timeout=20)
+    assert not long.is_alive() and isinstance(results["long"], BaseException)
+    assert ("POST", "/interrupt") in standin.requests or ("POST", "/queue") in standin.requests
+    assert "on_kill" not in vars(calling) and ti is not None

@@ -119,7 +119,7 @@ class PromptWaiter:
             if self.should_stop is not None and self.should_stop():
                 raise ComfyUIInterruptedError(
                     f"Stopped waiting for ComfyUI prompt {self.prompt_id} on {self.hook.base_url}: "
-                    "the task was killed or stopped (its prompt is cancelled, not left running)",
+                    "the task was killed or stopped (its prompt is cancelled unless cancel_on_kill=False)",
                     prompt_id=self.prompt_id,
                     details={"stopped_by": "task"},
                 )
@@ -181,7 +181,11 @@ class PromptWaiter:
         if status.state is PromptState.NOT_FOUND:
             self._not_found_since = self._not_found_since or now
             if now - self._not_found_since >= self.lost_grace:
-                raise errors.prompt_lost_error(self.prompt_id, self.hook.base_url)
+                raise errors.prompt_lost_error(
+                    self.prompt_id,
+                    self.hook.base_url,
+                    "Submitting it again (a new try of the task, or resubmit_if_lost=True) runs it again.",
+                )
             return status
         self._not_found_since = None
         if not status.is_terminal:

@@ -418,10 +418,14 @@ class ComfyUICancelPromptOperator(BaseOperator):
 
     def execute(self, context: Context) -> str:
         from airflow_comfy.hooks.comfyui import ComfyUIHook
+        from airflow_comfy.protocol.states import PromptState
 
         hook = ComfyUIHook(self.comfyui_conn_id, server=self.server or None)
-        hook.locate_prompt(self.prompt_id, strict=True)  # on a pool: pins the server that has it
-        done = hook.cancel_prompt(self.prompt_id)
+        status = hook.locate_prompt(self.prompt_id, strict=True)  # on a pool: pins the server that has it
+        if not hook.is_pinned and status.state is PromptState.NOT_FOUND:
+            done = "nothing to do (it is on no server of the connection)"
+        else:
+            done = hook.cancel_prompt(self.prompt_id)
         self.log.info("Prompt %s on %s: %s", self.prompt_id, hook.base_url, done)
         return done
 
@@ -450,14 +454,21 @@ class ComfyUIFreeOperator(BaseOperator):
         self.server = server
 
     def execute(self, context: Context) -> None:
+        from airflow_comfy.exceptions import ComfyUIError
         from airflow_comfy.hooks.comfyui import ComfyUIHook
 
-        servers = [self.server] if self.server else list(ComfyUIHook(self.comfyui_conn_id).servers)
-        for server in servers:
-            ComfyUIHook(self.comfyui_conn_id, server=server).free(
-                unload_models=self.unload_models, free_memory=self.free_memory
-            )
-            self.log.info("Freed %s", server)
+        hook = ComfyUIHook(self.comfyui_conn_id, server=self.server or None)
+        servers = [hook.base_url] if self.server or not hook.settings.is_pool else list(hook.servers)
+        failures = []
+        for server in servers:  # every server is tried, even after one failed
+            try:
+                hook.pin(server)
+                hook.free(unload_models=self.unload_models, free_memory=self.free_memory)
+                self.log.info("Freed %s", server)
+            except ComfyUIError as exc:
+                failures.append(f"{server}: {exc}")
+        if failures:
+            raise ComfyUIError(f"/free failed on {len(failures)} server(s): {'; '.join(failures)}")
 
 
 class ComfyUIUploadOperator(BaseOperator):

@@ -216,14 +216,13 @@ def wait_timeout_error(prompt_id: str, base_url: str, seconds: float) -> ComfyUI
     )
 
 
-def prompt_lost_error(prompt_id: str, base_url: str) -> ComfyUIPromptLostError:
+def prompt_lost_error(prompt_id: str, base_url: str, hint: str = "") -> ComfyUIPromptLostError:
     """A prompt in neither history nor queue (after the caller's grace period): the server lost it."""
-    return ComfyUIPromptLostError(
+    message = (
         f"ComfyUI prompt {prompt_id} is in neither the history nor the queue of {base_url}: the server "
-        "restarted or its history was cleared. The result is lost; run the task again to submit it again "
-        "(or set resubmit_if_lost=True).",
-        prompt_id=prompt_id,
+        "restarted or its history was cleared, and the result is lost."
     )
+    return ComfyUIPromptLostError(f"{message} {hint}".strip(), prompt_id=prompt_id)
 
 
 def not_json_error(method: str, url: str, content_type: str, excerpt: str) -> ComfyUIResponseError:

@@ -131,7 +131,8 @@ def server_label(base_url: str) -> str:
     """A folder-name-safe label of a server: ``http://gpu-1:8188/comfy`` → ``gpu-1_8188_comfy``."""
     parts = urlsplit(base_url)
     raw = "_".join(p for p in (parts.hostname or "server", str(parts.port or ""), parts.path.strip("/")) if p)
-    return "".join(c if c.isalnum() or c in "-." else "_" for c in raw)
+    label = "".join(c if c.isalnum() or c in "-." else "_" for c in raw)
+    return label if label.strip(".") else "server"  # never "." or "..": it names a folder
 
 
 def redact_url(url: str) -> str:

@@ -80,7 +80,7 @@ class ComfyUIPromptSensor(BaseSensorOperator):
     def execute(self, context: Context) -> Any:
         from airflow_comfy.protocol import urls
 
-        self.hook.locate_prompt(self.prompt_id)  # on a pool: pins the server that has the prompt
+        self.hook.locate_prompt(self.prompt_id, strict=True)  # on a pool: pins the server that has it
         context["ti"].xcom_push(key="comfyui_url", value=urls.redact_url(self.hook.base_url))
         if not self.deferrable:
             return super().execute(context)
@@ -116,7 +116,9 @@ class ComfyUIPromptSensor(BaseSensorOperator):
         from airflow_comfy.protocol.states import PromptState
         from airflow_comfy.tasks import finish_prompt
 
-        status = self.hook.locate_prompt(self.prompt_id)  # on a pool: pins the server that has it
+        # On a pool: pins the server that has it; a server that cannot be asked is an error (retryable),
+        # never "lost" — the prompt may be running there.
+        status = self.hook.locate_prompt(self.prompt_id, strict=True)
         if status.state is PromptState.NOT_FOUND:
             now = time.monotonic()
             self._not_found_since = self._not_found_since or now
@@ -124,7 +126,7 @@ class ComfyUIPromptSensor(BaseSensorOperator):
                 deadline = now + self.lost_grace
                 while status.state is PromptState.NOT_FOUND and time.monotonic() < deadline:
                     time.sleep(min(2.0, max(deadline - time.monotonic(), 0.0)))
-                    status = self.hook.locate_prompt(self.prompt_id)
+                    status = self.hook.locate_prompt(self.prompt_id, strict=True)
             elif now - self._not_found_since < self.lost_grace:
                 self.log.warning("Prompt %s is in neither history nor queue (yet)", self.prompt_id)
                 return False

@@ -324,9 +324,23 @@ def _upstream(api_workflow: Mapping[str, Any], node_id: str) -> list[str]:
 
 
 def ui_to_api(ui_workflow: Mapping[str, Any], object_info: Mapping[str, Any]) -> dict[str, Any]:
-    """The API-format prompt the ComfyUI frontend would submit for this web-UI save."""
+    """The API-format prompt the ComfyUI frontend would submit for this web-UI save.
+
+    A save whose structure is broken in a way no specific check names (a field of the wrong type, a
+    list too short) is reported as :class:`ComfyUIWorkflowError` too: it cannot pass on a retry.
+    """
     if detect_format(ui_workflow) != "ui":
         raise ComfyUIWorkflowError("ui_to_api needs a web UI save (with a 'nodes' list); this is API format")
+    try:
+        return _ui_to_api(ui_workflow, object_info)
+    except (KeyError, IndexError, TypeError, ValueError, AttributeError) as exc:
+        raise ComfyUIWorkflowError(
+            f"the web-UI workflow is malformed and cannot be converted ({type(exc).__name__}: {exc}); "
+            "open it in ComfyUI and save it again"
+        ) from exc
+
+
+def _ui_to_api(ui_workflow: Mapping[str, Any], object_info: Mapping[str, Any]) -> dict[str, Any]:
     ordered, by_id = flatten(ui_workflow, object_info)
     _check_types(ordered, object_info)
     pushed = _primitive_values(ordered, by_id)

@@ -212,3 +212,25 @@ def test_deferrable_sensor_on_a_pool_watches_the_server_that_has_the_prompt(serv
     with pytest.raises(TaskDeferred) as deferred:
         sensor.execute(make_context(ti))
     assert deferred.value.trigger.server == servers[1].url == ti.xcoms["comfyui_url"]
+
+
+def test_sensor_on_a_pool_does_not_call_an_unreachable_server_lost(servers, pool_conn):
+    from airflow_comfy.exceptions import ComfyUIConnectionError
+
+    prompt_id = submit(servers[1], delay_workflow(5.0))
+    servers[1].faults.refuse_connections(True)
+    sensor = ComfyUIPromptSensor(
+        task_id="wait", prompt_id=prompt_id, comfyui_conn_id=pool_conn, poke_interval=0.1, lost_grace=0.2
+    )
+    with pytest.raises(ComfyUIConnectionError, match="could not be asked"):
+        sensor.poke(make_context(FakeTI("wait")))
+
+
+def test_free_operator_frees_every_server_and_reports_the_failures(servers, pool_conn):
+    from airflow_comfy.exceptions import ComfyUIError
+    from airflow_comfy.operators.comfyui import ComfyUIFreeOperator
+
+    servers[0].faults.refuse_connections(True)
+    with pytest.raises(ComfyUIError, match=r"/free failed on 1 server\(s\)"):
+        ComfyUIFreeOperator(task_id="free", comfyui_conn_id=pool_conn).execute(make_context(FakeTI("free")))
+    assert all(("POST", "/free") in s.requests for s in servers[1:])

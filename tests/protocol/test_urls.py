@@ -135,3 +135,9 @@ def test_redact_url_unparseable():
 
 def test_query_string_drops_none():
     assert urls.query_string({"a": 1, "b": None, "c": "x y"}) == "a=1&c=x+y"
+
+
+def test_server_label_is_a_safe_folder_name():
+    assert urls.server_label("http://gpu-1:8188/comfy") == "gpu-1_8188_comfy"
+    assert urls.server_label("https://[::1]:9000") == "__1_9000"
+    assert urls.server_label("http://..") == "server"

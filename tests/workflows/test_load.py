@@ -66,3 +66,18 @@ def test_object_info_from_transcript_body_and_gzip(tmp_path):
     assert load_object_info(packed) == info
     with pytest.raises(ComfyUIWorkflowError, match="without an 'input' section"):
         load_object_info({"KSampler": {"output": []}})
+
+
+def test_a_structurally_broken_save_is_a_workflow_error():
+    import gzip
+    import json as _json
+    from pathlib import Path as _Path
+
+    from airflow_comfy.exceptions import ComfyUIWorkflowError
+    from airflow_comfy.workflows import ui_to_api
+
+    with gzip.open(_Path(__file__).parents[2] / "airflow_comfy/testing/data/object_info.json.gz") as handle:
+        info = _json.loads(handle.read())
+    broken = {"nodes": [{"id": 1, "type": "EmptyImage", "inputs": 5, "widgets_values": [64, 64, 1, 0]}]}
+    with pytest.raises(ComfyUIWorkflowError, match="malformed and cannot be converted"):
+        ui_to_api({**broken, "links": []}, info)
