@@ -184,7 +184,7 @@ class PromptWaiter:
                 raise errors.prompt_lost_error(
                     self.prompt_id,
                     self.hook.base_url,
-                    "Submitting it again (a new try of the task, or resubmit_if_lost=True) runs it again.",
+                    "run the task again (or set resubmit_if_lost=True) to submit it again.",
                 )
             return status
         self._not_found_since = None

@@ -220,9 +220,9 @@ def prompt_lost_error(prompt_id: str, base_url: str, hint: str = "") -> ComfyUIP
     """A prompt in neither history nor queue (after the caller's grace period): the server lost it."""
     message = (
         f"ComfyUI prompt {prompt_id} is in neither the history nor the queue of {base_url}: the server "
-        "restarted or its history was cleared, and the result is lost."
+        "restarted or its history was cleared, and the result is lost"
     )
-    return ComfyUIPromptLostError(f"{message} {hint}".strip(), prompt_id=prompt_id)
+    return ComfyUIPromptLostError(f"{message}; {hint}" if hint else f"{message}.", prompt_id=prompt_id)
 
 
 def not_json_error(method: str, url: str, content_type: str, excerpt: str) -> ComfyUIResponseError:
