@@ -155,7 +155,7 @@ def test_killing_the_calling_task_cancels_its_prompt(
 
     import threading
 
-    thread = threading.Thread(target=run)
+    thread = threading.Thread(target=run, daemon=True)
     thread.start()
     wait_until(lambda: "prompt_id" in ti.xcoms, what="the submission")
     wait_state(standin, ti.xcoms["prompt_id"], "running")
@@ -199,9 +199,10 @@ def test_kill_reaches_every_concurrent_call(standin: StandInServer, monkeypatch:
         except BaseException as exc:
             results[name] = exc
 
-    short = threading.Thread(target=call, args=("short", 0.3))
-    long = threading.Thread(target=call, args=("long", 20.0))
+    short = threading.Thread(target=call, args=("short", 0.3), daemon=True)
+    long = threading.Thread(target=call, args=("long", 20.0), daemon=True)
     short.start()
+    wait_until(lambda: len(standin.submissions) == 1, what="the short submission")  # queued first
     long.start()
     short.join(timeout=20)
     assert isinstance(results.get("short"), list)

@@ -24,7 +24,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
 
@@ -32,7 +32,6 @@ import requests
 from airflow.sdk import BaseHook
 
 from airflow_comfy.exceptions import (
-    ComfyUIConnectionError,
     ComfyUIError,
     ComfyUIHTTPError,
     ComfyUIResponseError,
@@ -42,7 +41,7 @@ from airflow_comfy.hooks.transport import Transport
 from airflow_comfy.hooks.websocket import ComfyUIWebSocket
 from airflow_comfy.protocol import errors, urls
 from airflow_comfy.protocol.ids import new_client_id, new_prompt_id
-from airflow_comfy.protocol.outputs import OutputRef, safe_local_path, safe_relative_parts
+from airflow_comfy.protocol.outputs import OutputRef
 from airflow_comfy.protocol.states import (
     PromptState,
     PromptStatus,
@@ -50,8 +49,6 @@ from airflow_comfy.protocol.states import (
     resolve_status,
     status_from_history,
 )
-
-DOWNLOAD_CHUNK = 1024 * 1024
 
 
 class ComfyUIHook(BaseHook):
@@ -156,30 +153,13 @@ class ComfyUIHook(BaseHook):
         """
         if not self.settings.is_pool:
             return self.get_prompt_status(prompt_id)
+        from airflow_comfy.hooks import pool
+
         first = (prefer or (self.base_url if self._pinned else "")).rstrip("/")
-        order = sorted(self.servers, key=lambda url: url != first)
-        unreachable: list[str] = []
-        for url in order:
-            probe = ComfyUIHook(self.comfyui_conn_id, settings=self.settings.for_server(url))
-            try:
-                status = probe.get_prompt_status(prompt_id)
-            except ComfyUIError as exc:
-                self.log.warning("Could not look for prompt %s on %s: %s", prompt_id, url, exc)
-                unreachable.append(f"{url} ({exc})")
-                continue
-            finally:
-                probe.close()
-            if status.state is not PromptState.NOT_FOUND:
-                self.pin(url)
-                return status
-        if strict and unreachable:
-            raise ComfyUIConnectionError(
-                f"Prompt {prompt_id} is on no reachable server of connection {self.comfyui_conn_id!r}, "
-                f"and these could not be asked: {'; '.join(unreachable)}. Not submitting it elsewhere, "
-                "which could start a second job; the task's next retry looks again.",
-                url=", ".join(self.servers),
-            )
-        return PromptStatus(prompt_id, PromptState.NOT_FOUND)
+        found, status = pool.locate(self.settings, prompt_id, first=first, strict=strict, log=self.log)
+        if found is not None:
+            self.pin(found)
+        return status
 
     @property
     def base_url(self) -> str:
@@ -451,49 +431,11 @@ class ComfyUIHook(BaseHook):
 
         ``dest_dir`` is a local folder, or an object-storage URI (``s3://bucket/prefix``) written through
         Airflow's ``ObjectStoragePath`` (then an ``ObjectStoragePath`` is returned). A failed transfer
-        leaves no partial file behind.
+        leaves no partial file behind. See :mod:`airflow_comfy.hooks.files`.
         """
-        target_dir = os.fspath(dest_dir)
-        if "://" in target_dir and not target_dir.startswith("file://"):
-            return self._download_to_object_storage(ref, target_dir, keep_subfolder)  # type: ignore[return-value]
-        target = safe_local_path(
-            target_dir.removeprefix("file://"), ref.subfolder if keep_subfolder else "", ref.filename
-        )
-        target.parent.mkdir(parents=True, exist_ok=True)
-        partial = target.with_name(target.name + ".part")
-        try:
-            with self.view(ref.filename, ref.subfolder, ref.type) as response, partial.open("wb") as handle:
-                self._copy(ref, response, handle)
-        except BaseException:
-            partial.unlink(missing_ok=True)
-            raise
-        partial.replace(target)
-        return target
+        from airflow_comfy.hooks.files import download
 
-    def _download_to_object_storage(self, ref: OutputRef, base: str, keep_subfolder: bool) -> Any:
-        from airflow.sdk import ObjectStoragePath
-
-        parts = safe_relative_parts(ref.subfolder if keep_subfolder else "", ref.filename)
-        destination = ObjectStoragePath(base).joinpath(*parts)
-        destination.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            with (
-                self.view(ref.filename, ref.subfolder, ref.type) as response,
-                destination.open("wb") as handle,
-            ):
-                self._copy(ref, response, handle)
-        except BaseException:
-            with suppress(Exception):
-                destination.unlink()
-            raise
-        return destination
-
-    def _copy(self, ref: OutputRef, response: requests.Response, handle: IO[bytes]) -> None:
-        try:
-            for chunk in response.iter_content(chunk_size=DOWNLOAD_CHUNK):
-                handle.write(chunk)
-        except requests.RequestException as exc:
-            raise errors.connection_error("GET", self.view_url(ref), type(exc).__name__) from None
+        return download(self, ref, dest_dir, keep_subfolder=keep_subfolder)
 
     def upload_image(
         self,

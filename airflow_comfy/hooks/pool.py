@@ -29,7 +29,7 @@ from airflow_comfy.exceptions import ComfyUIConnectionError, ComfyUIError, Comfy
 from airflow_comfy.hooks.connection import ComfyUISettings
 from airflow_comfy.hooks.transport import Transport
 from airflow_comfy.protocol import urls
-from airflow_comfy.protocol.states import queue_remaining
+from airflow_comfy.protocol.states import PromptState, PromptStatus, queue_remaining
 
 OBJECT_INFO_TTL = 600.0
 
@@ -144,3 +144,36 @@ def choose(
     raise ComfyUIConnectionError(
         f"No server of connection {settings.conn_id!r} is usable: {reasons}", url=", ".join(settings.servers)
     )
+
+
+def locate(
+    settings: ComfyUISettings, prompt_id: str, *, first: str, strict: bool, log: Any
+) -> tuple[str | None, PromptStatus]:
+    """Which server of the pool knows ``prompt_id`` (``first`` asked first), and its status there.
+
+    ``(None, NOT_FOUND)`` when no server has it; with ``strict``, a server that cannot be asked
+    raises :class:`ComfyUIConnectionError` instead (the prompt may be there).
+    """
+    from airflow_comfy.hooks.comfyui import ComfyUIHook
+
+    unreachable: list[str] = []
+    for url in sorted(settings.servers, key=lambda server: server != first):
+        probe = ComfyUIHook(settings.conn_id, settings=settings.for_server(url))
+        try:
+            status = probe.get_prompt_status(prompt_id)
+        except ComfyUIError as exc:
+            log.warning("Could not look for prompt %s on %s: %s", prompt_id, url, exc)
+            unreachable.append(f"{url} ({exc})")
+            continue
+        finally:
+            probe.close()
+        if status.state is not PromptState.NOT_FOUND:
+            return url, status
+    if strict and unreachable:
+        raise ComfyUIConnectionError(
+            f"Prompt {prompt_id} is on no reachable server of connection {settings.conn_id!r}, "
+            f"and these could not be asked: {'; '.join(unreachable)}. Not submitting it elsewhere, "
+            "which could start a second job; the task's next retry looks again.",
+            url=", ".join(settings.servers),
+        )
+    return None, PromptStatus(prompt_id, PromptState.NOT_FOUND)
