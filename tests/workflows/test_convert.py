@@ -14,7 +14,7 @@ from contract_data import CONTRACT_DIR
 
 from airflow_comfy.exceptions import ComfyUIWorkflowError
 from airflow_comfy.protocol.validation import validate_prompt
-from airflow_comfy.workflows import load_object_info, load_workflow, prepare_workflow, ui_to_api
+from airflow_comfy.workflows import prepare_workflow, ui_to_api
 
 DATA = Path(__file__).parent / "data"
 FIXTURES = [
@@ -23,20 +23,13 @@ FIXTURES = [
     "note_with_ksampler",
     "01_get_started_text_to_image",
     "reroute_bypass_mute",
+    "group_ksampler_external_latent",  # legacy group nodes (more in test_group_nodes.py)
+    "legacy_group_node",
 ]
 
 
-@pytest.fixture(scope="module")
-def object_info():
-    return load_object_info(CONTRACT_DIR / "object_info.json")
-
-
-def ui(name: str) -> dict:
-    return load_workflow(DATA / "ui" / f"{name}.json")
-
-
 @pytest.mark.parametrize("name", FIXTURES)
-def test_matches_expected_api_field_by_field(name, object_info):
+def test_matches_expected_api_field_by_field(name, object_info, ui):
     expected = json.loads((DATA / "api" / f"{name}.json").read_text())
     actual = ui_to_api(ui(name), object_info)
     assert sorted(actual) == sorted(expected)
@@ -46,7 +39,7 @@ def test_matches_expected_api_field_by_field(name, object_info):
         assert actual[node_id]["inputs"] == node["inputs"], node_id
 
 
-def test_default_graph_values(object_info):
+def test_default_graph_values(object_info, ui):
     api = ui_to_api(ui("default"), object_info)
     # widgets_values [seed, <control_after_generate>, steps, cfg, sampler, scheduler, denoise]
     assert api["3"]["inputs"] == {
@@ -65,7 +58,7 @@ def test_default_graph_values(object_info):
     assert api["4"]["_meta"]["title"] == "Load Checkpoint"
 
 
-def test_primitive_node_value_is_pushed_into_its_target(object_info):
+def test_primitive_node_value_is_pushed_into_its_target(object_info, ui):
     workflow = ui("primitive_node")
     primitive = next(node for node in workflow["nodes"] if node["type"] == "PrimitiveNode")
     primitive["widgets_values"] = [33, "fixed"]
@@ -75,11 +68,11 @@ def test_primitive_node_value_is_pushed_into_its_target(object_info):
     assert api["2"]["inputs"]["seed"] == 0
 
 
-def test_notes_are_dropped(object_info):
+def test_notes_are_dropped(object_info, ui):
     assert list(ui_to_api(ui("note_with_ksampler"), object_info)) == ["1"]
 
 
-def test_reroutes_bypass_and_mute(object_info):
+def test_reroutes_bypass_and_mute(object_info, ui):
     api = ui_to_api(ui("reroute_bypass_mute"), object_info)
     assert api["8"]["inputs"]["vae"] == ["4", 2]  # through Reroute 10
     assert api["7"]["inputs"]["clip"] == ["4", 1]  # through Reroutes 12 <- 11
@@ -89,7 +82,7 @@ def test_reroutes_bypass_and_mute(object_info):
     assert api["15"] == {"inputs": {}, "class_type": "PreviewImage", "_meta": {"title": "Inverted preview"}}
 
 
-def test_subgraph_is_expanded_with_frontend_ids(object_info):
+def test_subgraph_is_expanded_with_frontend_ids(object_info, ui):
     api = ui_to_api(ui("01_get_started_text_to_image"), object_info)
     assert api["60"]["inputs"]["images"] == ["83:8", 0]
     assert api["83:3"]["inputs"]["model"] == ["83:28", 0]  # bypassed ModelSamplingAuraFlow inside
@@ -97,7 +90,7 @@ def test_subgraph_is_expanded_with_frontend_ids(object_info):
     assert api["83:3"]["inputs"]["seed"] == 528562900154240
 
 
-def test_proxy_widget_values_of_a_subgraph_instance_win(object_info):
+def test_proxy_widget_values_of_a_subgraph_instance_win(object_info, ui):
     workflow = ui("01_get_started_text_to_image")
     instance = workflow["nodes"][0]
     instance["widgets_values"] = ["a red fox", 768, 512, 7, "fixed"]
@@ -107,7 +100,7 @@ def test_proxy_widget_values_of_a_subgraph_instance_win(object_info):
     assert api["83:3"]["inputs"]["seed"] == 7
 
 
-def test_muted_subgraph_instance_emits_nothing_inside(object_info):
+def test_muted_subgraph_instance_emits_nothing_inside(object_info, ui):
     workflow = ui("01_get_started_text_to_image")
     workflow["nodes"][0]["mode"] = 2
     api = ui_to_api(workflow, object_info)
@@ -121,7 +114,7 @@ def test_muted_subgraph_instance_emits_nothing_inside(object_info):
 
 
 @pytest.mark.parametrize("name", ["default", "01_get_started_text_to_image", "primitive_node"])
-def test_converted_workflows_pass_server_validation_except_model_files(name, object_info):
+def test_converted_workflows_pass_server_validation_except_model_files(name, object_info, ui):
     result = validate_prompt(ui_to_api(ui(name), object_info), object_info)
     problems = [
         (node_id, err["type"], err.get("extra_info", {}).get("input_name"))
@@ -134,7 +127,7 @@ def test_converted_workflows_pass_server_validation_except_model_files(name, obj
         assert result.error["type"] == "prompt_no_outputs" and not problems
 
 
-def test_input_fed_by_a_muted_node_is_dropped_like_the_frontend_does(object_info):
+def test_input_fed_by_a_muted_node_is_dropped_like_the_frontend_does(object_info, ui):
     # The frontend submits PreviewImage without 'images'; the server then rejects it, as here.
     result = validate_prompt(ui_to_api(ui("reroute_bypass_mute"), object_info), object_info)
     errors = result.node_errors["15"]["errors"]
@@ -143,7 +136,7 @@ def test_input_fed_by_a_muted_node_is_dropped_like_the_frontend_does(object_info
     ]
 
 
-def test_unknown_node_type_names_id_type_and_package(object_info):
+def test_unknown_node_type_names_id_type_and_package(object_info, ui):
     workflow = ui("default")
     workflow["nodes"][0]["type"] = "FancySampler"
     workflow["nodes"][0]["properties"] = {"cnr_id": "comfyui-fancy", "ver": "1.2.0"}
@@ -153,13 +146,13 @@ def test_unknown_node_type_names_id_type_and_package(object_info):
         ui_to_api(workflow, object_info)
 
 
-def test_unknown_type_of_a_muted_node_is_not_an_error(object_info):
+def test_unknown_type_of_a_muted_node_is_not_an_error(object_info, ui):
     workflow = ui("default")
     workflow["nodes"].append({"id": 99, "type": "NotInstalled", "mode": 2, "properties": {"aux_id": "a/b"}})
     assert "99" not in ui_to_api(workflow, object_info)
 
 
-def test_link_to_missing_node(object_info):
+def test_link_to_missing_node(object_info, ui):
     workflow = ui("default")
     workflow["links"] = [[1, 42, 0, 3, 0, "MODEL"] if link[0] == 1 else link for link in workflow["links"]]
     with pytest.raises(
@@ -168,14 +161,14 @@ def test_link_to_missing_node(object_info):
         ui_to_api(workflow, object_info)
 
 
-def test_input_with_unknown_link_id(object_info):
+def test_input_with_unknown_link_id(object_info, ui):
     workflow = ui("default")
     workflow["links"] = [link for link in workflow["links"] if link[0] != 9]
     with pytest.raises(ComfyUIWorkflowError, match=r"node 9 \(SaveImage\): input 'images' refers to link 9"):
         ui_to_api(workflow, object_info)
 
 
-def test_cycle_is_detected(object_info):
+def test_cycle_is_detected(object_info, ui):
     workflow = ui("default")
     # KSampler 3 latent <- VAEEncode 20 <- VAEDecode 8 <- KSampler 3
     workflow["nodes"].append(
@@ -196,7 +189,7 @@ def test_cycle_is_detected(object_info):
         ui_to_api(workflow, object_info)
 
 
-def test_reroute_loop_is_an_error_not_a_hang(object_info):
+def test_reroute_loop_is_an_error_not_a_hang(object_info, ui):
     workflow = ui("default")
     workflow["nodes"] += [
         {"id": 50, "type": "Reroute", "mode": 0, "inputs": [{"name": "", "type": "*", "link": 51}]},
@@ -208,7 +201,7 @@ def test_reroute_loop_is_an_error_not_a_hang(object_info):
         ui_to_api(workflow, object_info)
 
 
-def test_group_nodes_are_reported_unsupported(object_info):
+def test_group_nodes_are_reported_unsupported(object_info, ui):
     workflow = ui("default")
     workflow["nodes"].append({"id": 30, "type": "workflow>MyGroup", "mode": 0})
     with pytest.raises(ComfyUIWorkflowError, match=r"node 30 \(workflow>MyGroup\) is a legacy group node"):

@@ -8,41 +8,19 @@ inside the group) say so.
 from __future__ import annotations
 
 import copy
-import json
 from pathlib import Path
 
 import pytest
-from contract_data import CONTRACT_DIR
 
 from airflow_comfy.exceptions import ComfyUIWorkflowError
 from airflow_comfy.protocol.validation import validate_prompt
-from airflow_comfy.workflows import load_object_info, load_workflow, ui_to_api
+from airflow_comfy.workflows import ui_to_api
 
 DATA = Path(__file__).parent / "data"
 FIXTURES = ["group_ksampler_external_latent", "legacy_group_node"]
 
 
-@pytest.fixture(scope="module")
-def object_info():
-    return load_object_info(CONTRACT_DIR / "object_info.json")
-
-
-def ui(name: str) -> dict:
-    return load_workflow(DATA / "ui" / f"{name}.json")
-
-
-@pytest.mark.parametrize("name", FIXTURES)
-def test_matches_expected_api_field_by_field(name, object_info):
-    expected = json.loads((DATA / "api" / f"{name}.json").read_text())
-    actual = ui_to_api(ui(name), object_info)
-    assert sorted(actual) == sorted(expected)
-    for node_id, node in expected.items():
-        assert actual[node_id]["class_type"] == node["class_type"], node_id
-        assert actual[node_id]["_meta"] == node["_meta"], node_id
-        assert actual[node_id]["inputs"] == node["inputs"], node_id
-
-
-def test_inner_nodes_get_instance_ids_links_and_external_input(object_info):
+def test_inner_nodes_get_instance_ids_links_and_external_input(object_info, ui):
     api = ui_to_api(ui("group_ksampler_external_latent"), object_info)
     assert sorted(api) == ["10:0", "10:1", "10:2", "10:3", "10:4", "10:5", "20"]
     sampler = api["10:3"]["inputs"]
@@ -52,7 +30,7 @@ def test_inner_nodes_get_instance_ids_links_and_external_input(object_info):
     assert api["10:4"]["inputs"] == {"samples": ["10:3", 0], "vae": ["10:0", 2]}
 
 
-def test_instance_widget_values_win_over_the_definition(object_info):
+def test_instance_widget_values_win_over_the_definition(object_info, ui):
     workflow = ui("group_ksampler_external_latent")  # instance values changed in memory
     workflow["nodes"][0]["widgets_values"] = [
         "other.ckpt", "a red fox", "blurry", 7, "fixed", 33, 4.5, "euler", "normal", 0.5, "fox",
@@ -66,7 +44,7 @@ def test_instance_widget_values_win_over_the_definition(object_info):
     assert api["10:5"]["inputs"]["filename_prefix"] == "fox"
 
 
-def test_legacy_separator_and_prefixed_duplicate_names(object_info):
+def test_legacy_separator_and_prefixed_duplicate_names(object_info, ui):
     api = ui_to_api(ui("legacy_group_node"), object_info)  # type "workflow/hello"
     # widgets: KSamplerAdvanced's 10 values (noise_seed has a control value), then KSampler's 7
     assert api["15:0"]["inputs"]["end_at_step"] == 10000
@@ -106,14 +84,14 @@ def _wire_legacy_group(workflow: dict, group_input: int = 7) -> dict:
     return workflow
 
 
-def test_links_into_and_out_of_the_instance(object_info):
+def test_links_into_and_out_of_the_instance(object_info, ui):
     api = ui_to_api(_wire_legacy_group(ui("legacy_group_node")), object_info)
     assert api["15:1"]["inputs"]["latent_image"] == ["20", 0]  # group input 7 -> KSampler slot 3
     assert "latent_image" not in api["15:0"]["inputs"]
     assert api["30"]["inputs"]["samples"] == ["15:1", 0]  # group output 1 = KSampler's LATENT
 
 
-def test_bypassed_instance_passes_its_first_input_of_the_type_through(object_info):
+def test_bypassed_instance_passes_its_first_input_of_the_type_through(object_info, ui):
     # like any bypassed node: the first LATENT input is group input 3 ('latent_image')
     workflow = _wire_legacy_group(ui("legacy_group_node"), group_input=3)
     workflow["nodes"][0]["mode"] = 4
@@ -125,7 +103,7 @@ def test_bypassed_instance_passes_its_first_input_of_the_type_through(object_inf
     assert "samples" not in ui_to_api(unlinked, object_info)["30"]["inputs"]
 
 
-def test_muted_instance_emits_nothing_inside(object_info):
+def test_muted_instance_emits_nothing_inside(object_info, ui):
     workflow = _wire_legacy_group(ui("legacy_group_node"))
     workflow["nodes"][0]["mode"] = 2
     api = ui_to_api(workflow, object_info)
@@ -133,7 +111,7 @@ def test_muted_instance_emits_nothing_inside(object_info):
     assert "samples" not in api["30"]["inputs"]  # fed by a muted node: dropped like the frontend does
 
 
-def test_muted_and_bypassed_inner_nodes(object_info):
+def test_muted_and_bypassed_inner_nodes(object_info, ui):
     workflow = ui("group_ksampler_external_latent")
     inner = workflow["extra"]["groupNodes"]["ksampler_external_latent"]["nodes"]
     inner[2]["mode"] = 2  # negative prompt muted inside the definition
@@ -200,7 +178,7 @@ def test_primitive_node_inside_the_group_sets_the_widget_it_feeds(object_info):
     }
 
 
-def test_converted_group_passes_server_validation_except_model_files(object_info):
+def test_converted_group_passes_server_validation_except_model_files(object_info, ui):
     result = validate_prompt(ui_to_api(ui("group_ksampler_external_latent"), object_info), object_info)
     problems = [
         (node_id, err["type"], err.get("extra_info", {}).get("input_name"))
@@ -210,7 +188,7 @@ def test_converted_group_passes_server_validation_except_model_files(object_info
     assert problems == [("10:0", "value_not_in_list", "ckpt_name")]
 
 
-def test_missing_definition_names_node_and_group(object_info):
+def test_missing_definition_names_node_and_group(object_info, ui):
     workflow = ui("group_ksampler_external_latent")
     workflow["extra"]["groupNodes"] = {"something_else": {"nodes": [], "links": []}}
     with pytest.raises(
@@ -221,21 +199,21 @@ def test_missing_definition_names_node_and_group(object_info):
         ui_to_api(workflow, object_info)
 
 
-def test_unknown_inner_node_type_is_reported_with_its_inner_id(object_info):
+def test_unknown_inner_node_type_is_reported_with_its_inner_id(object_info, ui):
     workflow = ui("group_ksampler_external_latent")
     workflow["extra"]["groupNodes"]["ksampler_external_latent"]["nodes"][4]["type"] = "FancyDecode"
     with pytest.raises(ComfyUIWorkflowError, match=r"node 10:4 \(FancyDecode\)"):
         ui_to_api(workflow, object_info)
 
 
-def test_nested_group_node_is_reported_unsupported(object_info):
+def test_nested_group_node_is_reported_unsupported(object_info, ui):
     workflow = ui("group_ksampler_external_latent")
     workflow["extra"]["groupNodes"]["ksampler_external_latent"]["nodes"][5]["type"] = "workflow>inner"
     with pytest.raises(ComfyUIWorkflowError, match="nested group nodes are not supported"):
         ui_to_api(workflow, object_info)
 
 
-def test_group_node_inside_a_subgraph_is_reported_unsupported(object_info):
+def test_group_node_inside_a_subgraph_is_reported_unsupported(object_info, ui):
     workflow = ui("01_get_started_text_to_image")
     group = copy.deepcopy(ui("legacy_group_node"))
     workflow["definitions"]["subgraphs"][0]["nodes"].append({**group["nodes"][0], "id": 99})
