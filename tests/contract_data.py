@@ -6,6 +6,7 @@ several folders have a conftest.py, and ``from conftest import`` can pick the wr
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 from pathlib import Path
@@ -19,3 +20,12 @@ if not CONTRACT_DIR.is_dir():  # CI clones main next to a copy of shared/
 def load_transcript(name: str) -> Any:
     """One recorded transcript from ../shared/comfyui-contract (``name`` without .json)."""
     return json.loads((CONTRACT_DIR / f"{name}.json").read_text())
+
+
+def without_tracebacks(body: Any) -> Any:
+    """A 400 body of POST /prompt without the (path-dependent) tracebacks of its node errors."""
+    body = copy.deepcopy(body)
+    for entry in body.get("node_errors", {}).values():
+        for err in entry["errors"]:
+            err["extra_info"].pop("traceback", None)
+    return body

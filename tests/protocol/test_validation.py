@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 
 import pytest
+from contract_data import without_tracebacks
 
 from airflow_comfy.protocol.validation import (
     CustomValidator,
@@ -41,14 +42,6 @@ REJECTED = [
 ]
 
 
-def _without_tracebacks(body: dict) -> dict:
-    body = copy.deepcopy(body)
-    for entry in body.get("node_errors", {}).values():
-        for err in entry["errors"]:
-            err["extra_info"].pop("traceback", None)
-    return body
-
-
 @pytest.mark.parametrize("name", REJECTED)
 def test_same_400_body_as_the_real_server(name: str) -> None:
     record = load_transcript(name)
@@ -56,7 +49,7 @@ def test_same_400_body_as_the_real_server(name: str) -> None:
     assert not result.ok
     # JSON round trip: the server's tuples are lists on the wire.
     got = json.loads(json.dumps(result.body()))
-    assert _without_tracebacks(got) == _without_tracebacks(record["response"]["body"])
+    assert without_tracebacks(got) == without_tracebacks(record["response"]["body"])
 
 
 def test_exception_during_validation_carries_a_traceback() -> None:
@@ -74,7 +67,7 @@ def test_partial_node_errors_keep_the_good_output() -> None:
     assert result.good_outputs == ["2"]
     expected = record["response"]["body"]["node_errors"]
     got = json.loads(json.dumps({"node_errors": result.node_errors}))
-    assert _without_tracebacks(got) == _without_tracebacks({"node_errors": expected})
+    assert without_tracebacks(got) == without_tracebacks({"node_errors": expected})
 
 
 def test_custom_validator_reports_like_loadimage() -> None:

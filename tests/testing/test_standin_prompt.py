@@ -6,6 +6,7 @@ import copy
 
 import pytest
 import requests
+from contract_data import without_tracebacks
 from standin_helpers import history, load_transcript, run, submit
 
 REJECTED = [
@@ -27,21 +28,13 @@ REJECTED = [
 ]
 
 
-def _strip(body: dict) -> dict:
-    body = copy.deepcopy(body)
-    for entry in body.get("node_errors", {}).values():
-        for err in entry["errors"]:
-            err["extra_info"].pop("traceback", None)
-    return body
-
-
 @pytest.mark.parametrize("name", REJECTED)
 def test_rejections_match_the_transcripts(standin, name: str) -> None:
     record = load_transcript(name)
     response = requests.post(standin.url + "/prompt", json=record["request"]["json"], timeout=10)
     assert response.status_code == record["response"]["status"] == 400
     assert response.headers["Content-Type"] == "application/json; charset=utf-8"
-    assert _strip(response.json()) == _strip(record["response"]["body"])
+    assert without_tracebacks(response.json()) == without_tracebacks(record["response"]["body"])
     assert standin.submissions == []
 
 
@@ -105,7 +98,7 @@ def test_partial_node_errors_run_only_the_valid_output(standin) -> None:
     response = requests.post(standin.url + "/prompt", json=record[0]["request"]["json"], timeout=10)
     assert response.status_code == 200
     body = response.json()
-    assert _strip({"node_errors": body["node_errors"]}) == _strip(
+    assert without_tracebacks({"node_errors": body["node_errors"]}) == without_tracebacks(
         {"node_errors": record[0]["response"]["body"]["node_errors"]}
     )
     standin.wait_idle(30)
