@@ -64,12 +64,7 @@ class _Resolver:
     def resolve_input(
         self, entry: ExecNode, index: int, visited: set[str], link_type: Any = None
     ) -> Resolved | None:
-        key = f"{entry.exec_id}[I]{index}"
-        if key in visited:
-            raise ComfyUIWorkflowError(
-                f"{entry.describe()}: circular link through input {index} (a link loop)"
-            )
-        visited.add(key)
+        _visit(entry, "input", index, visited)
         if index >= len(entry.inputs):
             return None
         slot = entry.inputs[index]
@@ -99,12 +94,7 @@ class _Resolver:
     def resolve_output(
         self, entry: ExecNode, slot: int, link_type: Any, visited: set[str]
     ) -> Resolved | None:
-        key = f"{entry.exec_id}[O]{slot}"
-        if key in visited:
-            raise ComfyUIWorkflowError(
-                f"{entry.describe()}: circular link through output {slot} (a link loop)"
-            )
-        visited.add(key)
+        _visit(entry, "output", slot, visited)
         if entry.mode == BYPASSED:
             index = _bypass_slot_index(entry, slot, link_type)
             return None if index < 0 else self.resolve_input(entry, index, visited)
@@ -184,6 +174,14 @@ class _Resolver:
         else:
             origin = self._node_in(entry, link.origin_id)
         return None if origin is None else (origin, link.origin_slot)
+
+
+def _visit(entry: ExecNode, side: str, slot: int, visited: set[str]) -> None:
+    """Mark ``side`` slot ``slot`` of ``entry`` as followed; a second visit is a link loop."""
+    key = f"{entry.exec_id}[{side}]{slot}"
+    if key in visited:
+        raise ComfyUIWorkflowError(f"{entry.describe()}: circular link through {side} {slot} (a link loop)")
+    visited.add(key)
 
 
 def _same_id(value: Any, expected: int) -> bool:
