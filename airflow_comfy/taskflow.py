@@ -23,7 +23,8 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -32,6 +33,10 @@ if TYPE_CHECKING:
 __all__ = ["run_workflow"]
 
 _NOT_ALLOWED = ("deferrable", "wait_for_completion", "task_id")
+_OPTIONS = (
+    "lost_grace", "unreachable_grace", "resubmit_if_lost", "prompt_id", "reattach", "cancel_on_kill",
+    "extra_data", "front", "input_subfolder",
+)  # fmt: skip
 
 
 def run_workflow(
@@ -46,89 +51,95 @@ def run_workflow(
     wait_mode: str = "websocket",
     check_interval: float = 2.0,
     validate: bool = True,
+    capability_routing: bool = False,
     context: Context | None = None,
+    stop: threading.Event | None = None,
     **options: Any,
 ) -> list[str]:
     """Submit ``workflow`` (or re-attach to this task's prompt), wait for it, return its output paths.
 
     Call it inside a running task (``@task``); the parameters are those of
     :class:`~airflow_comfy.operators.comfyui.ComfyUIPromptOperator` (``options`` takes the others:
-    ``lost_grace``, ``resubmit_if_lost``, ``prompt_id``, ``reattach``, ``cancel_on_kill``,
-    ``extra_data``, ``front``, ``input_subfolder``). Values are used as given: nothing is templated.
+    ``lost_grace``, ``unreachable_grace``, ``resubmit_if_lost``, ``prompt_id``, ``reattach``,
+    ``cancel_on_kill``, ``extra_data``, ``front``, ``input_subfolder``). Values are used as given: nothing is templated.
 
     :param context: the task context; by default ``airflow.sdk.get_current_context()``.
+    :param stop: set it to stop waiting (the prompt is cancelled unless ``cancel_on_kill=False``).
     :return: the server-side paths of the outputs, or their downloaded copies under ``output_dir``.
     """
-    from airflow_comfy.operators.comfyui import ComfyUIPromptOperator
-
     refused = sorted(name for name in options if name in _NOT_ALLOWED)
     if refused:
         raise TypeError(f"run_workflow() does not accept {', '.join(refused)}: it always waits in the task")
+    unknown = sorted(name for name in options if name not in _OPTIONS)
+    if unknown:
+        raise TypeError(f"run_workflow() got unexpected keyword argument(s) {', '.join(unknown)}")
+    if wait_mode not in ("websocket", "polling"):
+        raise ValueError(f"wait_mode must be 'websocket' or 'polling', got {wait_mode!r}")
     if context is None:
         from airflow.sdk import get_current_context
 
         context = get_current_context()
-    operator = ComfyUIPromptOperator(
-        task_id=f"{context['ti'].task_id}__comfyui",
-        workflow=workflow,
-        comfyui_conn_id=comfyui_conn_id,
+    from airflow_comfy.hooks.comfyui import ComfyUIHook
+    from airflow_comfy.run import PromptRun, RunOptions
+
+    run_options = RunOptions(
         overrides=overrides,
         inputs=inputs,
         output_dir=output_dir,
-        output_kinds=output_kinds,
-        timeout=timeout,
+        output_kinds=tuple(output_kinds) if output_kinds else None,
+        timeout=float(timeout),
         wait_mode=wait_mode,
-        check_interval=check_interval,
+        check_interval=float(check_interval),
         validate=validate,
-        wait_for_completion=True,
-        deferrable=False,
+        reattach_first_try=True,
         **options,
     )
-    # A kill signal reaches the calling task's on_kill, not this inner operator's: while the call
-    # runs, the calling task's on_kill also kills every run_workflow call active on it (threads too).
-    task = context.get("task")
-    if task is None:
-        return list(operator.run_prompt(context))
-    _register(task, operator)
-    try:
-        return list(operator.run_prompt(context))
-    finally:
-        _unregister(task, operator)
+    hook = ComfyUIHook(comfyui_conn_id, capability_routing=capability_routing)
+    log = getattr(context.get("task"), "log", None) or _log()
+    run = PromptRun(hook, context, log, run_options, workflow, stop=stop)
+    with _stopped_by_kill(context.get("task"), run.kill):
+        return list(run.finish(run.start() or run.wait()))
+
+
+def _log() -> Any:
+    import logging
+
+    return logging.getLogger(__name__)
 
 
 _LOCK = threading.Lock()
-_ACTIVE = "_airflow_comfy_active_calls"
-_PREVIOUS = "_airflow_comfy_previous_on_kill"
+_ACTIVE: dict[int, tuple[Any, list[Any], Any]] = {}  # id(task) -> (task, kill callbacks, its own on_kill)
 
 
-def _register(task: Any, operator: Any) -> None:
+@contextmanager
+def _stopped_by_kill(task: Any, kill: Any) -> Iterator[None]:
+    """While the block runs, the task's ``on_kill`` also calls ``kill`` (then restored)."""
+    if task is None:
+        yield
+        return
     with _LOCK:
-        active = task.__dict__.get(_ACTIVE)
-        if active is None:
-            active = task.__dict__[_ACTIVE] = []
-            task.__dict__[_PREVIOUS] = task.__dict__.get("on_kill")  # an instance-level on_kill, if any
-            outer_on_kill = task.on_kill
+        entry = _ACTIVE.get(id(task))
+        if entry is None:
+            entry = _ACTIVE[id(task)] = (task, [], vars(task).get("on_kill"))
+            own_on_kill = task.on_kill
 
             def on_kill() -> None:
                 with _LOCK:
-                    calls = list(task.__dict__.get(_ACTIVE) or [])
-                for call in calls:
-                    call.on_kill()
-                outer_on_kill()
+                    kills = list(entry[1])
+                for call in kills:
+                    call()
+                own_on_kill()
 
             task.on_kill = on_kill
-        active.append(operator)
-
-
-def _unregister(task: Any, operator: Any) -> None:
-    with _LOCK:
-        active = task.__dict__.get(_ACTIVE) or []
-        if operator in active:
-            active.remove(operator)
-        if not active:
-            task.__dict__.pop(_ACTIVE, None)
-            previous = task.__dict__.pop(_PREVIOUS, None)
-            if previous is None:
-                task.__dict__.pop("on_kill", None)
-            else:
-                task.on_kill = previous
+        entry[1].append(kill)
+    try:
+        yield
+    finally:
+        with _LOCK:
+            entry[1].remove(kill)
+            if not entry[1]:
+                _ACTIVE.pop(id(task), None)
+                if entry[2] is None:
+                    vars(task).pop("on_kill", None)
+                else:
+                    task.on_kill = entry[2]

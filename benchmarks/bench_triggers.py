@@ -43,25 +43,27 @@ from common import (
 
 quiet_airflow_home()
 
-from airflow_comfy.hooks import comfyui_async  # noqa: E402
+from airflow_comfy.hooks import async_client  # noqa: E402
 from airflow_comfy.hooks.comfyui import ComfyUIHook  # noqa: E402
 from airflow_comfy.hooks.connection import ComfyUISettings  # noqa: E402
+from airflow_comfy.protocol.flows import Answer, Call  # noqa: E402
 from airflow_comfy.protocol.states import PromptState  # noqa: E402
+from airflow_comfy.triggers import poller  # noqa: E402
 from airflow_comfy.triggers.comfyui import ComfyUIPromptTrigger  # noqa: E402
 
 quiet_logs()
 CONN_ID = "comfy_bench_triggers"
 MB = 2**20
 _sent: Counter[str] = Counter()  # client-side request count (real server)
-_real_send = comfyui_async.AsyncComfyUIClient._send
+_real_send = async_client.AsyncComfyUIClient._send
 
 
-async def _counting_send(self: comfyui_async.AsyncComfyUIClient, method: str, path: str, body: Any) -> Any:
-    _sent["/queue" if path == "/queue" else path.split("/")[1]] += 1
-    return await _real_send(self, method, path, body)
+async def _counting_send(self: async_client.AsyncComfyUIClient, call: Call, shown: str) -> Answer:
+    _sent["/queue" if call.path == "/queue" else call.path.split("/")[1]] += 1
+    return await _real_send(self, call, shown)
 
 
-comfyui_async.AsyncComfyUIClient._send = _counting_send  # type: ignore[method-assign]
+async_client.AsyncComfyUIClient._send = _counting_send  # type: ignore[method-assign]
 
 
 class Meter:
@@ -97,8 +99,8 @@ async def sampling(meter: Meter, stop: asyncio.Event) -> None:
 
 
 async def baseline(url: str, prompt_ids: list[str], interval: float, window: float, meter: Meter) -> None:
-    """The previous design: every waiter reads /history (then /queue) itself, every interval."""
-    client = comfyui_async.AsyncComfyUIClient(ComfyUISettings(conn_id="bench", base_url=url))
+    """The previous design: every waiter reads its own status, every interval."""
+    client = async_client.AsyncComfyUIClient(ComfyUISettings(conn_id="bench", base_url=url))
 
     async def poll(prompt_id: str) -> None:
         while True:
@@ -159,7 +161,7 @@ async def started(tasks: list[asyncio.Future[str]], timeout: float = 120.0) -> N
     deadline = time.monotonic() + timeout
     n = len(tasks)
     while time.monotonic() < deadline:
-        pollers = list(comfyui_async._POLLERS.values())
+        pollers = list(poller._POLLERS.values())
         if pollers and len(pollers[0].watches) == n and pollers[0].rounds >= 2:
             return
         if all(task.done() for task in tasks):

@@ -17,6 +17,8 @@ _AIRFLOW_HOME = tempfile.mkdtemp(prefix="airflow-comfy-tests-")
 os.environ.setdefault("AIRFLOW_HOME", _AIRFLOW_HOME)
 os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
 os.environ.setdefault("AIRFLOW__CORE__UNIT_TEST_MODE", "True")
+# The node-catalogue cache (airflow_comfy.hooks.catalog) stays inside the throwaway folder.
+os.environ.setdefault("AIRFLOW_COMFY_CACHE_DIR", os.path.join(_AIRFLOW_HOME, "cache"))
 
 from contract_data import CONTRACT_DIR, load_transcript  # noqa: E402  (tests/ is on sys.path)
 

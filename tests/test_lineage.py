@@ -16,12 +16,13 @@ from typing import Any
 import pytest
 from airflow.sdk.lineage import HookLineageCollector
 
-from airflow_comfy import tasks
+from airflow_comfy import lineage
 from airflow_comfy.hooks.comfyui import ComfyUIHook
 from airflow_comfy.hooks.connection import ComfyUISettings
-from airflow_comfy.inputs import upload_file
-from airflow_comfy.tasks import finish_prompt, lineage_uri, record_lineage
+from airflow_comfy.lineage import lineage_uri, record_lineage
+from airflow_comfy.run import PromptRun, RunOptions
 from airflow_comfy.testing import StandInServer
+from airflow_comfy.uploads import upload_file
 
 WORKFLOW = {
     "1": {"class_type": "EmptyImage", "inputs": {"width": 8, "height": 8, "batch_size": 1, "color": 5}},
@@ -63,7 +64,7 @@ def _uris(infos: list[Any], hook: ComfyUIHook) -> list[str]:
 def test_downloaded_outputs_are_file_uris(
     collector: HookLineageCollector, hook: ComfyUIHook, tmp_path: Path
 ) -> None:
-    paths = finish_prompt({"ti": TI()}, hook, _finished(hook), tmp_path, None, logging.getLogger("t"))  # type: ignore[arg-type]
+    paths = _finish(hook, tmp_path, None)  # type: ignore[arg-type]
 
     assert paths == [str(tmp_path / "lineage" / "x_00001_.png")]
     lineage = collector.collected_assets
@@ -74,7 +75,7 @@ def test_downloaded_outputs_are_file_uris(
 def test_server_side_outputs_are_their_view_urls(
     collector: HookLineageCollector, hook: ComfyUIHook, standin: StandInServer
 ) -> None:
-    finish_prompt({"ti": TI()}, hook, _finished(hook), None, None, logging.getLogger("t"))  # type: ignore[arg-type]
+    _finish(hook, None, None)  # type: ignore[arg-type]
 
     [uri] = _uris(collector.collected_assets.outputs, hook)
     assert uri.startswith(f"{standin.url}/view?") and "filename=x_00001_.png" in uri and "type=output" in uri
@@ -83,7 +84,7 @@ def test_server_side_outputs_are_their_view_urls(
 def test_outputs_filtered_by_kind_are_not_recorded(
     collector: HookLineageCollector, hook: ComfyUIHook
 ) -> None:
-    paths = finish_prompt({"ti": TI()}, hook, _finished(hook), None, ["video"], logging.getLogger("t"))  # type: ignore[arg-type]
+    paths = _finish(hook, None, ["video"])  # type: ignore[arg-type]
 
     assert paths == []
     assert collector.collected_assets.outputs == []
@@ -121,11 +122,11 @@ def test_recording_never_fails_the_task(
             raise RuntimeError("collector is down")
 
     monkeypatch.setattr("airflow.sdk.lineage.get_hook_lineage_collector", lambda: Broken())
-    with caplog.at_level(logging.DEBUG, logger=tasks.__name__):
+    with caplog.at_level(logging.DEBUG, logger=lineage.__name__):
         record_lineage(object(), outputs=["file:///x.png"])
     assert "collector is down" in caplog.text
 
-    monkeypatch.setattr(tasks, "hook_lineage_collector", lambda: None)  # an Airflow without lineage
+    monkeypatch.setattr(lineage, "hook_lineage_collector", lambda: None)  # an Airflow without lineage
     record_lineage(object(), outputs=["file:///x.png"])
 
 
@@ -137,6 +138,12 @@ def test_the_no_op_collector_of_an_airflow_without_lineage_readers(
 
     no_op = NoOpCollector()
     monkeypatch.setattr("airflow.sdk.lineage.get_hook_lineage_collector", lambda: no_op)
-    assert tasks.hook_lineage_collector() is no_op
-    paths = finish_prompt({"ti": TI()}, hook, _finished(hook), tmp_path, None, logging.getLogger("t"))  # type: ignore[arg-type]
+    assert lineage.hook_lineage_collector() is no_op
+    paths = _finish(hook, tmp_path, None)  # type: ignore[arg-type]
     assert [Path(p).name for p in paths] == ["x_00001_.png"] and not no_op.has_collected
+
+
+def _finish(hook: ComfyUIHook, output_dir: Any, kinds: Any) -> list[str]:
+    status = _finished(hook)
+    options = RunOptions(prompt_id=status.prompt_id, output_dir=output_dir, output_kinds=kinds)
+    return PromptRun(hook, {"ti": TI()}, logging.getLogger("t"), options).finish(status)  # type: ignore[arg-type]

@@ -22,11 +22,13 @@ from airflow_comfy.exceptions import (
     ComfyUIResponseError,
     ComfyUITimeoutError,
 )
+from airflow_comfy.hooks.client import ComfyUIClient
 from airflow_comfy.hooks.comfyui import ComfyUIHook
 from airflow_comfy.hooks.connection import ComfyUISettings
-from airflow_comfy.outputs import collect_paths, output_records, status_from_event
+from airflow_comfy.outputs import collect_paths, output_records
 from airflow_comfy.protocol.outputs import OutputRef, refs_from_outputs
 from airflow_comfy.protocol.states import PromptState
+from airflow_comfy.protocol.waiting import WaitOutcome
 from airflow_comfy.testing import StandInServer
 
 PNG = b"\x89PNG\r\n\x1a\n" + b"x" * 3000
@@ -117,11 +119,11 @@ def test_hostile_names_never_escape_the_output_dir(
     assert all(p.is_relative_to(out) for p in written)
 
 
-class BytesHook(ComfyUIHook):
+class BytesClient(ComfyUIClient):
     """Serves any requested name (hostile ones too) with fixed bytes, like a hostile server would."""
 
     def __init__(self) -> None:
-        super().__init__(settings=ComfyUISettings(conn_id="bytes", base_url="http://127.0.0.1:1"))
+        super().__init__(ComfyUISettings(conn_id="bytes", base_url="http://127.0.0.1:1"))
         self.asked: list[tuple[str, str, str]] = []
 
     @contextmanager
@@ -144,7 +146,7 @@ def test_object_storage_output_dir(monkeypatch: pytest.MonkeyPatch) -> None:
 
     fs._register_filesystems.cache_clear()
     monkeypatch.setitem(fs._BUILTIN_SCHEME_TO_FS, "memory", lambda _c, _o=None: MemoryFileSystem())
-    hook = BytesHook()
+    hook = BytesClient()
     refs = [
         OutputRef("9", "images", "pic.png", "s", "output"),
         OutputRef("9", "images", "../../../escape.png", "../..", "output"),
@@ -185,7 +187,7 @@ def success_event(**extra: object) -> dict[str, object]:
 
 
 def test_success_event_becomes_a_status() -> None:
-    status = status_from_event(success_event())
+    status = WaitOutcome.from_payload(success_event()).result()
     assert status.state is PromptState.SUCCESS and status.prompt_id == "p1"
     assert [ref.server_path for ref in status.outputs] == ["output/a.png"]
     assert dict(status.texts) == {"4": ["hello"]}
@@ -230,9 +232,11 @@ def test_success_event_becomes_a_status() -> None:
 )
 def test_invalid_and_failed_events_raise(event: object, error: type[Exception], text: str) -> None:
     with pytest.raises(error, match=text):
-        status_from_event(event)
+        WaitOutcome.from_payload(event).result()
 
 
 def test_malformed_output_items_are_skipped() -> None:
-    status = status_from_event(success_event(outputs=["junk", None, {"filename": "b.png", "type": "temp"}]))
+    status = WaitOutcome.from_payload(
+        success_event(outputs=["junk", None, {"filename": "b.png", "type": "temp"}])
+    ).result()
     assert [(ref.filename, ref.type, ref.subfolder) for ref in status.outputs] == [("b.png", "temp", "")]

@@ -23,10 +23,10 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
+from airflow_comfy.protocol.answers import MAX_JSON_BYTES
 from airflow_comfy.protocol.urls import build_base_url
 
-#: The largest JSON answer a client reads (a hostile or broken server must not exhaust memory).
-MAX_JSON_BYTES = 64 * 1024 * 1024
+__all__ = ["MAX_JSON_BYTES", "ComfyUISettings", "SecretHeaders", "settings_from_connection"]
 
 _TRUE = {"1", "true", "yes", "on", "y", "t"}
 _FALSE = {"0", "false", "no", "off", "n", "f"}

@@ -20,16 +20,20 @@ import itertools
 import random
 import threading
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from airflow_comfy.exceptions import ComfyUIConnectionError, ComfyUIError, ComfyUIWorkflowError
 from airflow_comfy.hooks.connection import ComfyUISettings
 from airflow_comfy.hooks.transport import Transport
-from airflow_comfy.protocol import urls
+from airflow_comfy.protocol import flows, urls
 from airflow_comfy.protocol.states import PromptState, PromptStatus, queue_remaining
+from airflow_comfy.workflows.graph import VIRTUAL_TYPES  # the web UI's node types that never run
+
+if TYPE_CHECKING:
+    from airflow_comfy.hooks.client import ComfyUIClient
 
 OBJECT_INFO_TTL = 600.0
 
@@ -63,8 +67,6 @@ def required_node_types(workflow: Mapping[str, Any] | None) -> frozenset[str]:
             n for sg in subgraphs if isinstance(sg, Mapping) for n in sg.get("nodes") or []
         ]
         found = {str(n.get("type")) for n in nodes if isinstance(n, Mapping) and n.get("mode") != 2}
-        from airflow_comfy.workflows.graph import VIRTUAL_TYPES  # the web UI's node types that never run
-
         return frozenset(found - VIRTUAL_TYPES - subgraph_ids - {"None"})
     return frozenset(
         str(node["class_type"])
@@ -147,33 +149,29 @@ def choose(
 
 
 def locate(
-    settings: ComfyUISettings, prompt_id: str, *, first: str, strict: bool, log: Any
-) -> tuple[str | None, PromptStatus]:
-    """Which server of the pool knows ``prompt_id`` (``first`` asked first), and its status there.
+    clients: Sequence[ComfyUIClient], prompt_id: str, *, strict: bool, log: Any
+) -> tuple[ComfyUIClient | None, PromptStatus]:
+    """Which client's server knows ``prompt_id`` (asked in the given order), and its status there.
 
     ``(None, NOT_FOUND)`` when no server has it; with ``strict``, a server that cannot be asked
-    raises :class:`ComfyUIConnectionError` instead (the prompt may be there).
+    raises :class:`ComfyUIConnectionError` instead (the prompt may be there). Each server is asked
+    once, without retries: a dead server of the pool costs one refused connection, not a backoff.
     """
-    from airflow_comfy.hooks.comfyui import ComfyUIHook
-
     unreachable: list[str] = []
-    for url in sorted(settings.servers, key=lambda server: server != first):
-        probe = ComfyUIHook(settings.conn_id, settings=settings.for_server(url))
+    for client in clients:
         try:
-            status = probe.get_prompt_status(prompt_id)
+            status = client.transport.run(flows.read_status(prompt_id, retry=False))
         except ComfyUIError as exc:
-            log.warning("Could not look for prompt %s on %s: %s", prompt_id, url, exc)
-            unreachable.append(f"{url} ({exc})")
+            log.warning("Could not look for prompt %s on %s: %s", prompt_id, client.base_url, exc)
+            unreachable.append(f"{client.base_url} ({exc})")
             continue
-        finally:
-            probe.close()
         if status.state is not PromptState.NOT_FOUND:
-            return url, status
+            return client, status
     if strict and unreachable:
         raise ComfyUIConnectionError(
-            f"Prompt {prompt_id} is on no reachable server of connection {settings.conn_id!r}, "
-            f"and these could not be asked: {'; '.join(unreachable)}. Not submitting it elsewhere, "
-            "which could start a second job; the task's next retry looks again.",
-            url=", ".join(settings.servers),
+            f"Prompt {prompt_id} is on no reachable server of the connection, and these could not be "
+            f"asked: {'; '.join(unreachable)}. Not submitting it elsewhere, which could start a second "
+            "job; the task's next retry looks again.",
+            url=", ".join(c.base_url for c in clients),
         )
     return None, PromptStatus(prompt_id, PromptState.NOT_FOUND)

@@ -1,45 +1,37 @@
-"""The synchronous HTTP transport of the hook: one ``requests`` session, retries, error mapping.
+"""The synchronous HTTP transport of one server: a ``requests`` session, retries, error mapping, flows.
 
-Every request goes through :meth:`Transport.request`, which
-- adds the connection's auth headers and TLS settings,
-- retries with exponential backoff (tenacity) only what can succeed on retry: connection errors,
-  timeouts, 5xx and 429 — never 400/401/403/404 — at most ``max_retries`` more times,
-- turns every failure into an exception of :mod:`airflow_comfy.exceptions` whose message names
-  the method and the URL (redacted) and says what to check.
+Every request goes through :meth:`Transport.request`, which adds the connection's auth headers and
+TLS settings, retries what the one policy of :mod:`airflow_comfy.hooks.retry` allows, and turns
+every failure into an exception of :mod:`airflow_comfy.exceptions` whose message names the method
+and the (redacted) URL and says what to check. :meth:`Transport.run` drives the request flows of
+:mod:`airflow_comfy.protocol.flows`.
 
 Invariants: no URL with credentials, no header value and no full response body ever reaches a log
-line or an exception message (body excerpts are scrubbed of the connection's credentials, which a
-proxy's error page may echo back); JSON answers larger than ``max_json_bytes`` are refused rather
-than read into memory (a compressed answer is measured decompressed).
+line or an exception message (excerpts are scrubbed of the connection's credentials, which a
+proxy's error page may echo back); JSON answers are read with the bound of
+:mod:`airflow_comfy.protocol.answers`.
 """
 
 from __future__ import annotations
 
-import json
 import logging
+import time
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, TypeVar
 
 import requests
-from tenacity import (
-    RetryCallState,
-    Retrying,
-    retry_if_exception,
-    stop_after_attempt,
-    wait_exponential,
-    wait_random,
-)
+from tenacity import Retrying
 
-from airflow_comfy.exceptions import ComfyUIError, ComfyUIResponseError
-from airflow_comfy.hooks.connection import MAX_JSON_BYTES, ComfyUISettings
+from airflow_comfy.exceptions import ComfyUIError
+from airflow_comfy.hooks.connection import ComfyUISettings
+from airflow_comfy.hooks.retry import retry_kwargs
 from airflow_comfy.protocol import errors
+from airflow_comfy.protocol.answers import EXCERPT, MAX_JSON_BYTES, BoundedBody, decode_json, expect_object
+from airflow_comfy.protocol.flows import Answer, Call, Fanout, Flow, Note, Pause
 from airflow_comfy.protocol.urls import endpoint, redact_url
 
 log = logging.getLogger(__name__)
-
-# ComfyUI's largest JSON answer is /object_info (a few MB, tens with many custom nodes); a status read
-# is kilobytes. Reading is bounded by this, so a broken or hostile server cannot exhaust memory.
-_EXCERPT = 300
+T = TypeVar("T")
 
 
 class Transport:
@@ -72,6 +64,69 @@ class Transport:
         """``text`` with every credential of the connection replaced by ``***``."""
         return self.settings.auth_headers.scrub(text)
 
+    # --- flows --------------------------------------------------------------------------------------
+
+    def run(self, flow: Flow[T]) -> T:
+        """Drive a flow of :mod:`airflow_comfy.protocol.flows` to its result."""
+        reply: Any = None
+        failure: ComfyUIError | None = None
+        while True:
+            try:
+                step = flow.throw(failure) if failure is not None else flow.send(reply)
+            except StopIteration as stop:
+                return stop.value
+            reply, failure = None, None
+            if isinstance(step, Pause):
+                time.sleep(step.seconds)
+            elif isinstance(step, Fanout):
+                reply = [self._answer_or_error(call) for call in step.calls]
+            elif isinstance(step, Note):
+                log.log(logging.WARNING if step.level == "warning" else logging.INFO, "%s", step.message)
+            else:
+                try:
+                    reply = self.call(step)
+                except ComfyUIError as exc:
+                    failure = exc
+
+    def _answer_or_error(self, call: Call) -> Answer | ComfyUIError:
+        try:
+            return self.call(call)
+        except ComfyUIError as exc:
+            return exc
+
+    def call(self, call: Call) -> Answer:
+        """Send one :class:`Call` and decode its answer as it asks."""
+        response = self.request(
+            call.method,
+            call.path,
+            params=call.params,
+            json_body=call.json,
+            headers=call.headers,
+            stream=True,
+            retries=None if call.retry else 0,
+            resend_safe_only=call.resend_safe_only,
+            allow_status=call.allow_status,
+        )
+        if call.expect == "none":
+            response.close()
+            return Answer(response.status_code, None)
+        body = self._read_json(call.method, call.path, response)
+        if call.expect == "object" and response.status_code < 400:
+            body = expect_object(body, method=call.method, shown_url=redact_url(self.url(call.path)))
+        return Answer(response.status_code, body)
+
+    def json(self, method: str, path: str, **kwargs: Any) -> Any:
+        """Send a request and decode its JSON body (``None`` for an empty 200 body)."""
+        return self._read_json(method, path, self.request(method, path, stream=True, **kwargs))
+
+    def json_object(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
+        """Send a request whose answer must be a JSON object."""
+        return expect_object(
+            self.json(method, path, **kwargs), method=method, shown_url=redact_url(self.url(path))
+        )
+
+    # --- requests -----------------------------------------------------------------------------------
+
     def request(
         self,
         method: str,
@@ -81,48 +136,28 @@ class Transport:
         json_body: Any = None,
         data: Any = None,
         files: Any = None,
+        headers: Mapping[str, str] | None = None,
         stream: bool = False,
         retries: int | None = None,
+        resend_safe_only: bool = False,
         retry_if: Callable[[BaseException], bool] | None = None,
-        before_retry: Callable[[BaseException], None] | None = None,
         timeout: tuple[float, float] | None = None,
         allow_status: frozenset[int] = frozenset(),
     ) -> requests.Response:
         """Send one request (retrying transient failures) and return a 2xx response.
 
         A status in ``allow_status`` (e.g. 400 for POST /prompt) is returned instead of raised.
-        ``retry_if`` narrows which retryable errors are retried; ``before_retry`` runs before each
-        new attempt (used by submit to check whether the previous attempt reached the server).
         """
         url = self.url(path)
         shown = redact_url(url)
-        attempts = 1 + (self.settings.max_retries if retries is None else retries)
-
-        def should_retry(exc: BaseException) -> bool:
-            return errors.is_retryable(exc) and (retry_if is None or retry_if(exc))
-
-        def log_retry(state: RetryCallState) -> None:
-            exc = state.outcome.exception() if state.outcome else None
-            log.warning(
-                "ComfyUI %s %s failed (attempt %d of %d), retrying: %s",
-                method,
-                shown,
-                state.attempt_number,
-                attempts,
-                exc,
-            )
-            if before_retry is not None and exc is not None:
-                before_retry(exc)
-
-        retrying = Retrying(
-            retry=retry_if_exception(should_retry),
-            stop=stop_after_attempt(attempts),
-            wait=wait_exponential(multiplier=self.settings.retry_min_wait, max=self.settings.retry_max_wait)
-            + wait_random(0, self.settings.retry_min_wait / 5),
-            before_sleep=log_retry,
-            reraise=True,
+        policy = retry_kwargs(
+            self.settings,
+            f"{method} {shown}",
+            retries=retries,
+            resend_safe_only=resend_safe_only,
+            retry_if=retry_if,
         )
-        return retrying(
+        return Retrying(**policy)(
             self._send,
             method,
             url,
@@ -131,6 +166,7 @@ class Transport:
             json_body=json_body,
             data=data,
             files=files,
+            headers=headers,
             stream=stream,
             timeout=timeout or self.settings.timeout,
             allow_status=allow_status,
@@ -146,15 +182,15 @@ class Transport:
         json_body: Any,
         data: Any,
         files: Any,
+        headers: Mapping[str, str] | None,
         stream: bool,
         timeout: tuple[float, float],
         allow_status: frozenset[int],
     ) -> requests.Response:
-        if files is not None:
-            for value in files.values():
-                handle = value[1] if isinstance(value, tuple) else value
-                if hasattr(handle, "seek"):
-                    handle.seek(0)
+        for value in (files or {}).values():
+            handle = value[1] if isinstance(value, tuple) else value
+            if hasattr(handle, "seek"):
+                handle.seek(0)
         try:
             response = self.session.request(
                 method,
@@ -163,14 +199,15 @@ class Transport:
                 json=json_body,
                 data=data,
                 files=files,
+                headers=dict(headers) if headers else None,
                 stream=stream,
                 timeout=timeout,
             )
         except requests.RequestException as exc:
-            if isinstance(exc, requests.Timeout) and not isinstance(exc, requests.ConnectTimeout):
-                failure: ComfyUIError = errors.timeout_error(method, shown, timeout[1])
-            elif isinstance(exc, requests.ConnectTimeout):
-                failure = errors.timeout_error(method, shown, timeout[0])
+            if isinstance(exc, requests.ConnectTimeout):
+                failure: ComfyUIError = errors.timeout_error(method, shown, timeout[0])
+            elif isinstance(exc, requests.Timeout):
+                failure = errors.timeout_error(method, shown, timeout[1])
             else:
                 failure = errors.connection_error(method, shown, _reason(exc))
             # Whether the request can have reached the server: decides if resending a POST is safe.
@@ -185,43 +222,24 @@ class Transport:
             raise refused
         return response
 
-    def json(self, method: str, path: str, **kwargs: Any) -> Any:
-        """Send a request and decode its JSON body (``None`` for an empty 200 body)."""
-        return self.json_answer(method, path, **kwargs)[1]
-
-    def json_answer(self, method: str, path: str, **kwargs: Any) -> tuple[int, Any]:
-        """Send a request; return its status and decoded JSON body, read with the size bound.
-
-        A non-JSON body is an HTTP error for a status in ``allow_status`` (a proxy's error page),
-        and a :class:`ComfyUIResponseError` for a 2xx; excerpts are scrubbed of credentials.
-        """
-        response = self.request(method, path, stream=True, **kwargs)
+    def _read_json(self, method: str, path: str, response: requests.Response) -> Any:
         shown = redact_url(self.url(path))
         try:
-            declared = int(response.headers.get("Content-Length") or 0)
-            if declared > self.max_json_bytes:
-                raise ComfyUIResponseError(
-                    f"ComfyUI {method} {shown} answered {declared} bytes, more than the "
-                    f"{self.max_json_bytes} bytes a JSON answer may have",
-                    url=shown,
-                )
-            body = _read_limited(response, self.max_json_bytes, method, shown)
+            body = BoundedBody(self.max_json_bytes, method, shown, response.headers.get("Content-Length"))
+            for chunk in response.iter_content(chunk_size=1024 * 1024):
+                body.add(chunk)
+        except requests.RequestException as exc:
+            raise errors.connection_error(method, shown, _reason(exc)) from None
         finally:
             response.close()
-        if not body.strip():
-            return response.status_code, None
-        try:
-            return response.status_code, json.loads(body)
-        except RecursionError:
-            nested = True
-        except ValueError:  # raised below, outside this block: the decode error holds the whole body
-            nested = False
-        if nested:
-            raise ComfyUIResponseError(f"ComfyUI {method} {shown} answered JSON nested too deeply", url=shown)
-        excerpt = self.scrub(body[: _EXCERPT + 512].decode("utf-8", "replace"))[:_EXCERPT]
-        if response.status_code >= 400:
-            raise errors.http_status_error(method, shown, response.status_code, excerpt)
-        raise errors.not_json_error(method, shown, response.headers.get("Content-Type", ""), excerpt)
+        return decode_json(
+            body.data,
+            method=method,
+            shown_url=shown,
+            status=response.status_code,
+            content_type=response.headers.get("Content-Type", ""),
+            scrub=self.scrub,
+        )
 
 
 def _never_sent(exc: BaseException) -> bool:
@@ -237,25 +255,9 @@ def _never_sent(exc: BaseException) -> bool:
     )
 
 
-def _read_limited(response: requests.Response, limit: int, method: str, shown: str) -> bytearray:
-    body = bytearray()  # grown in place: no second copy of the whole body at the end
-    try:
-        for chunk in response.iter_content(chunk_size=1024 * 1024):
-            if len(body) + len(chunk) > limit:
-                raise ComfyUIResponseError(
-                    f"ComfyUI {method} {shown} answered more than {limit} bytes; refusing to read it "
-                    "(is this URL a ComfyUI server?)",
-                    url=shown,
-                )
-            body += chunk
-    except requests.RequestException as exc:
-        raise errors.connection_error(method, shown, _reason(exc)) from None
-    return body
-
-
 def _excerpt(response: requests.Response) -> str:
     try:  # a little more than shown, so that a credential cut at the end is still scrubbed whole
-        raw = response.raw.read(_EXCERPT + 512, decode_content=True) if response.raw else b""
+        raw = response.raw.read(EXCERPT + 512, decode_content=True) if response.raw else b""
     except Exception:  # a broken body must not hide the status
         raw = b""
     return (raw or b"").decode("utf-8", "replace")
@@ -276,4 +278,4 @@ def _reason(exc: BaseException) -> str:
     return type(exc).__name__
 
 
-__all__ = ["MAX_JSON_BYTES", "ComfyUIError", "Transport"]
+__all__ = ["MAX_JSON_BYTES", "Transport"]

@@ -1,17 +1,19 @@
-"""Waiting for one prompt to end, over the WebSocket with polling as the safety net.
+"""Blocking until one prompt ends, over the WebSocket with HTTP status reads as the safety net.
 
-Rules (from the real server's behaviour, see :mod:`airflow_comfy.protocol.states` and ``.events``):
-- WebSocket mode: the end is ``executing`` with ``node: null`` for this prompt; then /history is
-  read for the outcome and outputs. ``execution_success`` alone is not the end (history is written
-  after it). When the socket cannot open, drops, or stays silent for ``check_interval``, the waiter
-  asks /history and /queue over HTTP, so no result is lost.
-- Polling mode: /history, then /queue, every ``check_interval``. ``{}`` from /history is ambiguous
-  (pending, running, unknown): the queue decides. A prompt found in neither for longer than
-  ``lost_grace`` is lost (server restarted, history cleared) → :class:`ComfyUIPromptLostError`.
-- Transient HTTP failures while waiting are tolerated for ``unreachable_grace`` seconds.
+The rules of the wait (deadline, lost and unreachable graces, progress lines) are the pure policy
+of :mod:`airflow_comfy.protocol.waiting`; this module only reads and feeds it:
 
-Invariant: every loop here ends by ``timeout`` at the latest (a monotonic deadline), and each
-iteration either sleeps, blocks on the socket with a timeout, or returns.
+- WebSocket mode: events are folded by :class:`~airflow_comfy.protocol.events.PromptTracker`; the
+  end marker (``executing`` with ``node: null``) is followed by one ``/history/<id>`` read
+  (:func:`~airflow_comfy.protocol.flows.read_final_status`), so a run costs two requests, the
+  submission and that read. When the socket cannot open, drops, or stays silent for
+  ``check_interval``, the status is read over HTTP, so no result is lost.
+- Polling mode: a status read (:func:`~airflow_comfy.protocol.flows.read_status`) every
+  ``check_interval``; the next read starts early by the last read's duration, so an end right
+  after a read is seen at most ``check_interval`` later, request time included.
+
+Invariant: every loop here ends by the deadline at the latest, and each iteration either sleeps,
+blocks on the socket with a timeout, or returns.
 """
 
 from __future__ import annotations
@@ -21,39 +23,39 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from airflow_comfy.exceptions import (
-    ComfyUIConnectionError,
-    ComfyUIError,
-    ComfyUIInterruptedError,
-)
-from airflow_comfy.protocol import errors
+from airflow_comfy.exceptions import ComfyUIConnectionError, ComfyUIError, ComfyUIInterruptedError
+from airflow_comfy.protocol import flows
 from airflow_comfy.protocol.events import PromptTracker, WsEvent
-from airflow_comfy.protocol.states import PromptState, PromptStatus
+from airflow_comfy.protocol.states import PromptStatus
+from airflow_comfy.protocol.waiting import RESUBMIT_HINT, Decision, PromptWait, WaitOutcome, WaitRules
 
 if TYPE_CHECKING:
-    from airflow_comfy.hooks.comfyui import ComfyUIHook
+    from airflow_comfy.hooks.client import ComfyUIClient
     from airflow_comfy.hooks.websocket import ComfyUIWebSocket
 
 log = logging.getLogger(__name__)
 
 WAIT_MODES = ("websocket", "polling")
+#: Even while events flow, the status is read over HTTP at least every this many check intervals.
+SAFETY_READ_EVERY = 10
 
 
 class PromptWaiter:
-    """Blocks until ``prompt_id`` ends on the hook's server; see the module docstring for the rules.
+    """Blocks until ``prompt_id`` ends on the client's server; see the module docstring.
 
     :param client_id: the client id the prompt was submitted with (needed for WebSocket events).
     :param websocket: an already open socket for ``client_id`` (open it *before* submitting to miss
         nothing); the waiter closes it.
-    :param on_progress: called with a one-line description at most every ``log_interval`` seconds.
-    :param should_stop: polled once per iteration (at least every ``check_interval``); when it returns
-        true the wait ends with :class:`ComfyUIInterruptedError` (e.g. the task was killed and its
-        prompt cancelled), instead of waiting for the prompt to be reported lost.
+    :param on_progress: called with each progress line (by default logged at INFO).
+    :param should_stop: polled at least every ``check_interval``; when it returns true the wait ends
+        with :class:`ComfyUIInterruptedError` (the task was killed and its prompt cancelled).
+    :param raise_on_failure: raise the error of a prompt that ended in an error or was interrupted
+        (otherwise return its status); lost, timed-out and unreachable waits always raise.
     """
 
     def __init__(
         self,
-        hook: ComfyUIHook,
+        client: ComfyUIClient,
         prompt_id: str,
         *,
         client_id: str | None = None,
@@ -68,151 +70,110 @@ class PromptWaiter:
         on_progress: Callable[[str], None] | None = None,
         raise_on_failure: bool = True,
         should_stop: Callable[[], bool] | None = None,
+        lost_hint: str = RESUBMIT_HINT,
     ) -> None:
         if mode not in WAIT_MODES:
             raise ValueError(f"wait mode must be one of {WAIT_MODES}, got {mode!r}")
         if timeout <= 0 or check_interval <= 0:
             raise ValueError("timeout and check_interval must be positive")
-        self.hook = hook
+        self.client = client
         self.prompt_id = prompt_id
         self.client_id = client_id
         self.mode = mode
         self.timeout = timeout
         self.check_interval = check_interval
-        self.lost_grace = lost_grace
-        self.unreachable_grace = unreachable_grace
-        self.log_interval = log_interval
+        self.rules = WaitRules(timeout, lost_grace, unreachable_grace, log_interval)
+        self.lost_hint = lost_hint
         self.tracker = PromptTracker(prompt_id, total_nodes=total_nodes)
         self.on_progress = on_progress or (lambda line: log.info("Prompt %s: %s", prompt_id, line))
         self.raise_on_failure = raise_on_failure
         self.should_stop = should_stop
+        self.reads = 0  # HTTP status reads made (for tests and benchmarks)
         self._ws = websocket
-        self._not_found_since: float | None = None
-        self._unreachable_since: float | None = None
-        self._last_log = 0.0
-        self._last_check = 0.0
-        self._last_check_took = 0.0
-        self._last_status: PromptStatus | None = None
+        self._last_read = 0.0
+        self._last_read_took = 0.0
 
     def wait(self) -> PromptStatus:
-        deadline = time.monotonic() + self.timeout
+        start = time.monotonic()
+        self._last_read = start
+        state = PromptWait(
+            self.prompt_id, self.client.base_url, start + self.timeout, self.rules, self.lost_hint
+        )
         try:
             if self.mode == "polling" and self._ws is not None:
                 self._ws.close()  # polling was asked for: a socket handed in is not used
                 self._ws = None
             if self.mode == "websocket" and self.client_id and self._ws is None:
                 self._ws = self._open_socket()
-            status = self._loop(deadline)
+            outcome = self._loop(state)
         finally:
             if self._ws is not None:
                 self._ws.close()
-        if self.raise_on_failure:
-            failure = errors.error_for_status(status)
-            if failure is not None:
-                raise failure
-        return status
+        if outcome.status is not None and not self.raise_on_failure:
+            return outcome.status
+        return outcome.result()
 
-    # --- the loop ---------------------------------------------------------------------------------
+    # --- the loop -----------------------------------------------------------------------------------
 
-    def _loop(self, deadline: float) -> PromptStatus:
-        while (remaining := deadline - time.monotonic()) > 0:
+    def _loop(self, state: PromptWait) -> WaitOutcome:
+        while True:
             if self.should_stop is not None and self.should_stop():
                 raise ComfyUIInterruptedError(
-                    f"Stopped waiting for ComfyUI prompt {self.prompt_id} on {self.hook.base_url}: "
+                    f"Stopped waiting for ComfyUI prompt {self.prompt_id} on {self.client.base_url}: "
                     "the task was killed or stopped (its prompt is cancelled unless cancel_on_kill=False)",
                     prompt_id=self.prompt_id,
                     details={"stopped_by": "task"},
                 )
-            if self._ws is None:
-                status = self._check()
-                if status is not None and status.is_terminal:
-                    return status
-                # The next check starts early by the last check's duration, so that an end right
-                # after a check is seen at most check_interval later, request time included.
-                next_check = self._last_check + self.check_interval - self._last_check_took
-                time.sleep(max(min(next_check, deadline) - time.monotonic(), 0))
-                continue
-            try:
-                event = self._ws.recv(min(self.check_interval, remaining))
-            except ComfyUIConnectionError as exc:
-                log.warning("%s; continuing by polling /history and /queue", exc)
-                self._ws = None
-                continue
-            if isinstance(event, WsEvent) and self.tracker.feed(event):
-                if self.tracker.finished:
-                    final = self._final_status(deadline)
-                    if final is not None:
-                        return final
-                self._report_progress()
-            if event is None or time.monotonic() - self._last_check >= 10 * self.check_interval:
-                status = self._check()
-                if status is not None and status.is_terminal:
-                    return status
-        raise errors.wait_timeout_error(self.prompt_id, self.hook.base_url, self.timeout)
+            decision = self._step(state)
+            if decision.outcome is not None:
+                return decision.outcome
+            if decision.warning:
+                log.warning("%s", decision.warning)
+            if decision.log:
+                self.on_progress(decision.log)
 
-    def _final_status(self, deadline: float) -> PromptStatus | None:
-        """Read the history entry after the end marker (it is written just before the marker)."""
-        for delay in (0, 0.05, 0.1, 0.2, 0.4, 0.8):
-            if time.monotonic() + delay >= deadline:
-                break
-            time.sleep(delay)
-            status = self._check()
-            if status is not None and status.is_terminal:
-                return status
-        return None
-
-    def _check(self) -> PromptStatus | None:
-        """One HTTP status read, with the lost/unreachable rules applied."""
+    def _step(self, state: PromptWait) -> Decision:
         now = time.monotonic()
-        self._last_check = now
+        remaining = state.deadline - now
+        if remaining <= 0:
+            return state.tick(now)
+        if self._ws is None:
+            next_read = self._last_read + self.check_interval - self._last_read_took
+            if self.reads and next_read > now:
+                time.sleep(min(next_read, state.deadline) - now)
+                return state.tick(time.monotonic())
+            return self._read(state, flows.read_status(self.prompt_id))
         try:
-            status = self.hook.get_prompt_status(self.prompt_id)
-            self._last_check_took = min(time.monotonic() - now, self.check_interval / 2)
+            event = self._ws.recv(min(self.check_interval, remaining))
+        except ComfyUIConnectionError as exc:
+            log.warning("%s; continuing by polling /queue and /history", exc)
+            self._ws = None
+            return state.tick(time.monotonic())
+        if isinstance(event, WsEvent) and self.tracker.feed(event) and event.type != "status":
+            if self.tracker.finished:
+                state.saw_end()
+                return self._read(state, flows.read_final_status(self.prompt_id))
+            return state.progress(time.monotonic(), self.tracker.describe())
+        if event is None or time.monotonic() - self._last_read >= SAFETY_READ_EVERY * self.check_interval:
+            return self._read(state, flows.read_status(self.prompt_id))  # silence, or a long run of chatter
+        return state.tick(time.monotonic())
+
+    def _read(self, state: PromptWait, flow: flows.Flow[PromptStatus]) -> Decision:
+        """One HTTP status read, fed to the policy with the time its answer arrived."""
+        started = time.monotonic()
+        self._last_read = started
+        self.reads += 1
+        try:
+            status = self.client.transport.run(flow)
         except ComfyUIError as exc:
-            if not errors.is_retryable(exc):
-                raise
-            self._unreachable_since = self._unreachable_since or now
-            if now - self._unreachable_since > self.unreachable_grace:
-                raise
-            log.warning("Could not read the status of prompt %s (will retry): %s", self.prompt_id, exc)
-            return None
-        self._unreachable_since = None
-        self._last_status = status
-        if status.state is PromptState.NOT_FOUND:
-            self._not_found_since = self._not_found_since or now
-            if now - self._not_found_since >= self.lost_grace:
-                raise errors.prompt_lost_error(
-                    self.prompt_id,
-                    self.hook.base_url,
-                    "run the task again (or set resubmit_if_lost=True) to submit it again.",
-                )
-            return status
-        self._not_found_since = None
-        if not status.is_terminal:
-            self._report_progress(status)
-        return status
-
-    # --- progress ---------------------------------------------------------------------------------
-
-    def _report_progress(self, status: PromptStatus | None = None) -> None:
-        now = time.monotonic()
-        if now - self._last_log < self.log_interval:
-            return
-        self._last_log = now
-        if status is None and not self.tracker.started:
-            status = self._last_status  # the socket tells nothing about the queue position: HTTP does
-        if status is not None and status.state is PromptState.PENDING:
-            position = (status.queue_position or 0) + 1
-            line = f"pending, {position} of {status.queue_size} in the queue"
-        elif status is not None and self._ws is None:
-            line = status.state.value
-        else:
-            line = self.tracker.describe()
-        self.on_progress(line)
+            return state.error(time.monotonic(), exc)
+        answered = time.monotonic()
+        self._last_read_took = min(answered - started, self.check_interval / 2)
+        return state.status(answered, status)
 
     def _open_socket(self) -> ComfyUIWebSocket | None:
         assert self.client_id is not None
-        socket = self.hook.websocket(self.client_id)
+        socket = self.client.websocket(self.client_id)
         try:
             return socket.connect()
         except ComfyUIConnectionError as exc:

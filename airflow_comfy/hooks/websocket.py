@@ -4,6 +4,11 @@ Yields parsed text events (:class:`~airflow_comfy.protocol.events.WsEvent`) and 
 frames (:class:`~airflow_comfy.protocol.events.BinaryEvent`: preview images, TEXT, previews with
 metadata). The handshake carries the connection's auth headers and TLS settings.
 
+Cost: ComfyUI sends a ``progress_state`` message listing every node of the workflow after each node
+(about 100 MB of text for a 1,000-node workflow). Nothing here needs it, so such frames are dropped
+by their first bytes, before any JSON parsing; and websocket-client's pure-Python UTF-8 check is
+skipped (the JSON decoder checks the text it parses anyway).
+
 Invariants: every receive has a timeout (``recv`` returns ``None`` when it passes, so callers'
 loops stay bounded); a dropped socket raises :class:`ComfyUIConnectionError` naming the redacted
 URL; header values never appear in errors or logs.
@@ -27,6 +32,8 @@ from airflow_comfy.protocol.events import BinaryEvent, WsEvent, decode_binary_fr
 from airflow_comfy.protocol.urls import redact_url, ws_url
 
 Event = WsEvent | BinaryEvent
+#: Text frames dropped unread: how ComfyUI's ``send_json`` starts them (``json.dumps`` spacing).
+SKIPPED_PREFIXES = (b'{"type": "progress_state"',)
 
 
 class ComfyUIWebSocket:
@@ -55,6 +62,7 @@ class ComfyUIWebSocket:
                 sslopt=sslopt,
                 enable_multithread=True,
                 suppress_origin=True,
+                skip_utf8_validation=True,
             )
         except websocket.WebSocketBadStatusException as exc:
             raise ComfyUIConnectionError(
@@ -94,7 +102,8 @@ class ComfyUIWebSocket:
                 ) from None
             event: Event | None = None
             if opcode == websocket.ABNF.OPCODE_TEXT:
-                event = parse_text_frame(data)
+                if not data.startswith(SKIPPED_PREFIXES):
+                    event = parse_text_frame(data)
             elif opcode == websocket.ABNF.OPCODE_BINARY:
                 event = decode_binary_frame(data)
             elif opcode == websocket.ABNF.OPCODE_CLOSE:

@@ -3,20 +3,13 @@
 - :class:`ComfyUIPromptOperator` submits a workflow, waits (WebSocket, polling, or deferred to the
   triggerer) and returns the output file paths; XComs ``prompt_id``, ``prompt_url`` and
   ``comfyui_url`` are pushed *before* waiting, ``outputs`` (one record per file) after.
-- :class:`ComfyUICancelPromptOperator` cancels one prompt; :class:`ComfyUIFreeOperator` calls /free.
+- :class:`ComfyUICancelPromptOperator` cancels one prompt; :class:`ComfyUIFreeOperator` calls /free;
+  :class:`ComfyUIUploadOperator` uploads input files.
 
-The prompt operator shows two extra links (:mod:`airflow_comfy.links`): the ComfyUI web UI and its
-first output. Declared ``outlets`` (Assets) get an event on success whose ``extra`` carries the
-prompt id and output paths. :meth:`ComfyUIPromptOperator.run_prompt` is the whole task without
-Airflow's deferral, shared with :func:`airflow_comfy.taskflow.run_workflow`.
-
-Invariants:
-- a retried task never starts a second GPU job for the same work: the prompt id is derived from
-  dag_id, run_id, task_id, map_index and the work as given (workflow, overrides, input files — not
-  the server), and a prompt that is already queued, running or finished with success, on any server
-  of the connection, is re-attached to instead of submitted again;
-- a rejected workflow fails the task at once, without using Airflow retries;
-- killing or timing out the task cancels only its own prompt, never a global interrupt.
+The prompt operator only wires :class:`~airflow_comfy.run.PromptRun` (which keeps the invariants:
+no second GPU job on retry, fail fast on rejected workflows, cancel only its own prompt) to
+Airflow's deferral. It shows two extra links (:mod:`airflow_comfy.links`). Declared ``outlets``
+(Assets) get an event on success whose ``extra`` carries the prompt id and output paths.
 
 Heavy modules (requests, websocket-client, the workflow converter) are imported when a task runs,
 not when a DAG file is parsed.
@@ -25,6 +18,7 @@ not when a DAG file is parsed.
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Iterable, Mapping, Sequence
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -38,8 +32,7 @@ if TYPE_CHECKING:
     from airflow.sdk import Context
 
     from airflow_comfy.hooks.comfyui import ComfyUIHook
-    from airflow_comfy.hooks.websocket import ComfyUIWebSocket
-    from airflow_comfy.protocol.states import PromptStatus
+    from airflow_comfy.run import PromptRun
 
 WorkflowSource = Mapping[str, Any] | str | os.PathLike[str]
 
@@ -60,12 +53,15 @@ class ComfyUIPromptOperator(BaseOperator):
     :param timeout: seconds to wait for the prompt to end.
     :param check_interval: seconds between status reads while polling (and deferred).
     :param lost_grace: seconds a prompt may be in neither history nor queue before it counts as lost.
+    :param unreachable_grace: seconds of failed status reads (server down, garbage answers) tolerated
+        while waiting before the task fails (and cancels its prompt).
     :param resubmit_if_lost: submit once more if the server lost the prompt (restart, cleared history).
     :param output_dir: download every output there (a local folder or an object-storage URI) and
         return those paths; without it the server-side paths ``<type>/<subfolder>/<filename>``.
     :param output_kinds: return only these kinds (``images``, ``video``, ``audio``, ``gifs``...).
     :param prompt_id: use this prompt id instead of the derived one. Templated.
-    :param reattach: look for this task's prompt on the server before submitting (see invariants).
+    :param reattach: on a retry, look for this task's prompt on the servers before submitting, and
+        attach to it (see :mod:`airflow_comfy.run`).
     :param cancel_on_kill: cancel the prompt when the task is killed or times out.
     :param validate: check the workflow against the server's /object_info before submitting.
     :param extra_data: passed through as ``extra_data`` of POST /prompt. Templated.
@@ -107,6 +103,7 @@ class ComfyUIPromptOperator(BaseOperator):
         timeout: float = 3600.0,
         check_interval: float = 2.0,
         lost_grace: float = 30.0,
+        unreachable_grace: float = 300.0,
         resubmit_if_lost: bool = False,
         output_dir: str | os.PathLike[str] | None = None,
         output_kinds: Iterable[str] | None = None,
@@ -133,6 +130,7 @@ class ComfyUIPromptOperator(BaseOperator):
         self.timeout = float(timeout)
         self.check_interval = float(check_interval)
         self.lost_grace = float(lost_grace)
+        self.unreachable_grace = float(unreachable_grace)
         self.resubmit_if_lost = resubmit_if_lost
         self.output_dir = output_dir
         self.output_kinds = list(output_kinds) if output_kinds else None
@@ -145,11 +143,12 @@ class ComfyUIPromptOperator(BaseOperator):
         self.inputs = inputs
         self.input_subfolder = input_subfolder
         self.capability_routing = capability_routing
-        self._active_prompt: str | None = None
-        self._kill_requested = False  # set by on_kill: the wait stops and nothing is resubmitted
+        self._run: PromptRun | None = None
+        self._stop: threading.Event | None = None  # made when first needed (operators are deep-copied)
 
     @cached_property
     def hook(self) -> ComfyUIHook:
+        """The connection's hook (its clients are immutable: one hook serves every run)."""
         from airflow_comfy.hooks.comfyui import ComfyUIHook
 
         return ComfyUIHook(self.comfyui_conn_id, capability_routing=self.capability_routing)
@@ -157,240 +156,74 @@ class ComfyUIPromptOperator(BaseOperator):
     # --- the task ---------------------------------------------------------------------------------
 
     def execute(self, context: Context) -> Any:
-        return self.run_prompt(context)
-
-    def run_prompt(self, context: Context) -> Any:
-        """Prepare, derive the prompt id, re-attach or submit, wait, and collect the outputs.
-
-        The body of :meth:`execute`, callable from inside another task (see
-        :func:`airflow_comfy.taskflow.run_workflow`); it defers only when ``deferrable`` is set.
-        """
-        from airflow_comfy.protocol.states import PromptState
-        from airflow_comfy.tasks import push_prompt_xcoms, task_prompt_id
-
-        self.__dict__.pop("hook", None)  # a fresh hook per run: not pinned to a server of an earlier run
-        hook = self.hook
-        source = self._load()
-        prompt_id = self.prompt_id or task_prompt_id(context, self._work_identity(source))
-        # On a pool of servers this also finds (and pins) the server an earlier try submitted to.
-        retry = int(getattr(context["ti"], "try_number", 1) or 1) > 1
-        status = hook.locate_prompt(prompt_id, strict=retry) if self.reattach else None
-        client_id: str | None = None
-        socket: ComfyUIWebSocket | None = None
-        workflow: Mapping[str, Any] = source
-        if status is not None and status.state is PromptState.SUCCESS:
-            self.log.info(
-                "Prompt %s already finished with success (earlier try); collecting its outputs", prompt_id
-            )
-            push_prompt_xcoms(context, hook, prompt_id)
-            return self._finish(context, status)
-        if status is not None and status.state.is_active:
-            self.log.info(
-                "Re-attaching to prompt %s on %s, %s since an earlier try",
-                prompt_id,
-                hook.base_url,
-                status.state.value,
-            )
-        else:
-            workflow = self._prepare(hook, source)
-            client_id, socket = self._submit(hook, workflow, prompt_id)
-        push_prompt_xcoms(context, hook, prompt_id)
+        run = self._start_run(context)
+        done = run.start()
         if not self.wait_for_completion:
-            if socket is not None:
-                socket.close()
-            return prompt_id
-        if self.deferrable:
-            if socket is not None:
-                socket.close()
-            self._defer(prompt_id)
-        status = self._wait(hook, workflow, prompt_id, client_id, socket)
-        return self._finish(context, status)
+            run.close()
+            return run.prompt_id
+        if done is None and self.deferrable:
+            self.defer(trigger=run.trigger(), method_name="execute_complete")
+        return run.finish(done or run.wait())
 
     def execute_complete(self, context: Context, event: dict[str, Any], resubmitted: bool = False) -> Any:
-        """Resume after the trigger fired: validate its event, then collect outputs as in ``execute``.
+        """Resume after the trigger fired: read its event, then publish the outputs as ``execute`` does.
 
-        As in ``execute``: a deadline that passed cancels the prompt (``cancel_on_kill``), and a lost
-        prompt is submitted once more when ``resubmit_if_lost`` is set (then the task defers again).
+        A passed deadline cancels the prompt (``cancel_on_kill``); a lost prompt is submitted once
+        more when ``resubmit_if_lost`` is set, and the task defers again.
         """
-        from airflow_comfy.exceptions import ComfyUIPromptLostError, ComfyUITimeoutError
-        from airflow_comfy.outputs import status_from_event
-        from airflow_comfy.tasks import fail_fast
-
-        server = event.get("base_url") if isinstance(event, dict) else None
-        if server and server in self.hook.servers:
-            self.hook.pin(server)  # downloads and cancels go where the prompt ran
-        try:
-            with fail_fast():
-                status = status_from_event(event)
-        except ComfyUITimeoutError:
-            if self.cancel_on_kill:
-                self._cancel(str(event["prompt_id"]), "the wait timed out")
-            raise
-        except ComfyUIPromptLostError as lost:
-            if not self.resubmit_if_lost or resubmitted:
-                raise
-            self.log.warning("Prompt %s was lost by the server; submitting it once more", lost.prompt_id)
-            workflow = self._prepare(self.hook, self._load())
-            self._submit(self.hook, workflow, lost.prompt_id)
-            self._defer(lost.prompt_id, resubmitted=True)
-        return self._finish(context, status)
+        given = event.get("prompt_id") if isinstance(event, Mapping) else None
+        run = self._start_run(context, prompt_id=given if isinstance(given, str) else None)
+        status = run.complete(event, resubmitted=resubmitted)
+        if status is None:
+            self.defer(trigger=run.trigger(), method_name="execute_complete", kwargs={"resubmitted": True})
+        return run.finish(status)
 
     def on_kill(self) -> None:
-        self._kill_requested = True  # first, so that a wait starting now sees it (see _wait)
-        prompt_id = self._active_prompt
-        if prompt_id and self.cancel_on_kill:
-            self._cancel(prompt_id, "the task was killed")
+        """Stop waiting and cancel this task's prompt (also when the kill comes before the wait)."""
+        if self._run is not None:
+            self._run.kill()
+        else:
+            self._stop_signal().set()  # the run made next sees it and cancels as its prompt starts
 
-    # --- steps --------------------------------------------------------------------------------------
+    def _stop_signal(self) -> threading.Event:
+        if self._stop is None:
+            self._stop = threading.Event()
+        return self._stop
 
-    def _load(self) -> dict[str, Any]:
-        from airflow_comfy.tasks import fail_fast
-        from airflow_comfy.workflows import load_workflow
+    def run_prompt(self, context: Context, stop: threading.Event | None = None) -> list[str]:
+        """The whole task in this process (never defers): start, wait, publish. Used by ``run_workflow``."""
+        run = self._start_run(context, stop=stop)
+        return run.finish(run.start() or run.wait())
 
-        with fail_fast():
-            return load_workflow(self.workflow)
+    def _start_run(
+        self, context: Context, *, prompt_id: str | None = None, stop: threading.Event | None = None
+    ) -> PromptRun:
+        from airflow_comfy.run import PromptRun, RunOptions
 
-    def _work_identity(self, source: Mapping[str, Any]) -> dict[str, Any]:
-        """What the prompt id is derived from: the workflow as given, the overrides, the input files.
-
-        Taken before conversion and uploads, so it is the same whichever server of a pool is used.
-        """
-        inputs = {str(k): os.fspath(v) for k, v in (self.inputs or {}).items()}
-        return {"workflow": source, "overrides": self.overrides or {}, "inputs": inputs}
-
-    def _prepare(self, hook: ComfyUIHook, source: Mapping[str, Any]) -> dict[str, Any]:
-        """Choose the server (pools), then convert, override, upload inputs and validate there."""
-        from airflow_comfy.tasks import fail_fast, prepare_workflow_for
-
-        with fail_fast():
-            hook.choose_server(source)
-            return prepare_workflow_for(
-                hook,
-                source,
-                self.overrides,
-                validate=self.validate,
-                log=self.log,
-                inputs=self.inputs,
-                input_subfolder=self.input_subfolder,
-            )
-
-    def _submit(
-        self, hook: ComfyUIHook, workflow: Mapping[str, Any], prompt_id: str
-    ) -> tuple[str, ComfyUIWebSocket | None]:
-        from airflow_comfy.exceptions import ComfyUIConnectionError
-        from airflow_comfy.protocol.ids import new_client_id
-        from airflow_comfy.tasks import fail_fast
-
-        client_id = new_client_id()
-        socket = None
-        if self.wait_for_completion and not self.deferrable and self.wait_mode == "websocket":
-            # Open the socket before submitting so that no event of this prompt is missed.
-            try:
-                socket = hook.websocket(client_id).connect()
-            except ComfyUIConnectionError as exc:
-                self.log.warning("%s; will wait by polling", exc)
-        try:
-            with fail_fast():
-                hook.submit_prompt(
-                    workflow,
-                    client_id=client_id,
-                    prompt_id=prompt_id,
-                    front=self.front,
-                    extra_data=self.extra_data,
-                )
-        except BaseException:
-            if socket is not None:
-                socket.close()
-            raise
-        return client_id, socket
-
-    def _wait(
-        self,
-        hook: ComfyUIHook,
-        workflow: Mapping[str, Any],
-        prompt_id: str,
-        client_id: str | None,
-        socket: ComfyUIWebSocket | None,
-    ) -> PromptStatus:
-        from airflow_comfy.exceptions import ComfyUIError, ComfyUIPromptLostError, ComfyUITimeoutError
-
-        self._active_prompt = prompt_id
-        if self._kill_requested and self.cancel_on_kill:  # killed before the wait began
-            self._cancel(prompt_id, "the task was killed")
-        try:
-            try:
-                return self._wait_once(hook, workflow, prompt_id, client_id, socket)
-            except ComfyUIPromptLostError:
-                if not self.resubmit_if_lost or self._kill_requested:
-                    raise
-                self.log.warning("Prompt %s was lost by the server; submitting it once more", prompt_id)
-                workflow = self._prepare(hook, self._load())  # a re-attached prompt was never prepared here
-                client_id, socket = self._submit(hook, workflow, prompt_id)
-                return self._wait_once(hook, workflow, prompt_id, client_id, socket)
-        except ComfyUITimeoutError:
-            if self.cancel_on_kill:
-                self._cancel(prompt_id, "the wait timed out")
-            raise
-        except ComfyUIError:
-            raise
-        except BaseException:  # task timeout, SIGTERM, KeyboardInterrupt: do not leave the GPU busy
-            if self.cancel_on_kill:
-                self._cancel(prompt_id, "the task stopped while waiting")
-            raise
-        finally:
-            self._active_prompt = None
-
-    def _wait_once(
-        self,
-        hook: ComfyUIHook,
-        workflow: Mapping[str, Any],
-        prompt_id: str,
-        client_id: str | None,
-        socket: ComfyUIWebSocket | None,
-    ) -> PromptStatus:
-        return hook.wait_for_prompt(
-            prompt_id,
-            client_id=client_id,
-            websocket=socket,
-            mode=self.wait_mode if client_id else "polling",
+        options = RunOptions(
+            overrides=self.overrides,
+            inputs=self.inputs,
+            input_subfolder=self.input_subfolder,
+            validate=self.validate,
+            front=self.front,
+            extra_data=self.extra_data,
+            output_dir=self.output_dir,
+            output_kinds=tuple(self.output_kinds) if self.output_kinds else None,
+            wait_mode=self.wait_mode,
             timeout=self.timeout,
             check_interval=self.check_interval,
             lost_grace=self.lost_grace,
-            total_nodes=len(workflow) if "nodes" not in workflow else None,  # API format only
-            on_progress=lambda line: self.log.info("Prompt %s: %s", prompt_id, line),
-            should_stop=lambda: self._kill_requested,
+            unreachable_grace=self.unreachable_grace,
+            resubmit_if_lost=self.resubmit_if_lost,
+            cancel_on_kill=self.cancel_on_kill,
+            reattach=self.reattach,
+            prompt_id=prompt_id or self.prompt_id,
+            blocking=self.wait_for_completion and not self.deferrable,
         )
-
-    def _defer(self, prompt_id: str, *, resubmitted: bool = False) -> None:
-        import time
-
-        from airflow_comfy.triggers.comfyui import ComfyUIPromptTrigger
-
-        self.defer(
-            trigger=ComfyUIPromptTrigger(
-                prompt_id=prompt_id,
-                comfyui_conn_id=self.comfyui_conn_id,
-                end_time=time.time() + self.timeout,
-                poll_interval=self.check_interval,
-                lost_grace=self.lost_grace,
-                cancel_on_kill=self.cancel_on_kill,
-                server=self.hook.base_url,
-            ),
-            method_name="execute_complete",
-            kwargs={"resubmitted": True} if resubmitted else None,
+        self._run = PromptRun(
+            self.hook, context, self.log, options, self.workflow, stop=stop or self._stop_signal()
         )
-
-    def _finish(self, context: Context, status: PromptStatus) -> list[str]:
-        from airflow_comfy.tasks import finish_prompt
-
-        return finish_prompt(context, self.hook, status, self.output_dir, self.output_kinds, self.log)
-
-    def _cancel(self, prompt_id: str, why: str) -> None:
-        try:
-            done = self.hook.cancel_prompt(prompt_id)
-            self.log.warning("Prompt %s: %s because %s", prompt_id, done, why)
-        except Exception as exc:  # a failed cancel must not hide the original error
-            self.log.warning("Could not cancel prompt %s (%s): %s", prompt_id, why, exc)
+        return self._run
 
 
 class ComfyUICancelPromptOperator(BaseOperator):
@@ -418,15 +251,14 @@ class ComfyUICancelPromptOperator(BaseOperator):
 
     def execute(self, context: Context) -> str:
         from airflow_comfy.hooks.comfyui import ComfyUIHook
-        from airflow_comfy.protocol.states import PromptState
 
         hook = ComfyUIHook(self.comfyui_conn_id, server=self.server or None)
-        status = hook.locate_prompt(self.prompt_id, strict=True)  # on a pool: pins the server that has it
-        if not hook.is_pinned and status.state is PromptState.NOT_FOUND:
-            done = "nothing to do (it is on no server of the connection)"
-        else:
-            done = hook.cancel_prompt(self.prompt_id)
-        self.log.info("Prompt %s on %s: %s", self.prompt_id, hook.base_url, done)
+        client, _status = hook.locate(self.prompt_id, strict=True)
+        if client is None:
+            self.log.info("Prompt %s: nothing to do (it is on no server of the connection)", self.prompt_id)
+            return "nothing to do (it is on no server of the connection)"
+        done = client.cancel_prompt(self.prompt_id)
+        self.log.info("Prompt %s on %s: %s", self.prompt_id, client.base_url, done)
         return done
 
 
@@ -458,12 +290,11 @@ class ComfyUIFreeOperator(BaseOperator):
         from airflow_comfy.hooks.comfyui import ComfyUIHook
 
         hook = ComfyUIHook(self.comfyui_conn_id, server=self.server or None)
-        servers = [hook.base_url] if self.server or not hook.settings.is_pool else list(hook.servers)
+        servers = [hook.base_url] if self.server else list(hook.servers)
         failures = []
         for server in servers:  # every server is tried, even after one failed
             try:
-                hook.pin(server)
-                hook.free(unload_models=self.unload_models, free_memory=self.free_memory)
+                hook.client(server).free(unload_models=self.unload_models, free_memory=self.free_memory)
                 self.log.info("Freed %s", server)
             except ComfyUIError as exc:
                 failures.append(f"{server}: {exc}")
@@ -505,11 +336,11 @@ class ComfyUIUploadOperator(BaseOperator):
 
     def execute(self, context: Context) -> list[str]:
         from airflow_comfy.hooks.comfyui import ComfyUIHook
-        from airflow_comfy.inputs import upload_file, uploaded_reference
-        from airflow_comfy.tasks import fail_fast
+        from airflow_comfy.run import fail_fast
+        from airflow_comfy.uploads import upload_file, uploaded_reference
 
         hook = ComfyUIHook(self.comfyui_conn_id, server=self.server or None)
-        if not hook.is_pinned:
+        if hook.settings.is_pool and not self.server:
             from airflow.sdk.exceptions import AirflowFailException
 
             raise AirflowFailException(
@@ -520,7 +351,9 @@ class ComfyUIUploadOperator(BaseOperator):
         names = []
         with fail_fast():
             for source in sources:
-                answer = upload_file(hook, source, subfolder=self.subfolder, overwrite=self.overwrite)
+                answer = upload_file(
+                    hook.client(), source, subfolder=self.subfolder, overwrite=self.overwrite
+                )
                 self.log.info("Uploaded %s as %s", source, uploaded_reference(answer))
                 names.append(uploaded_reference(answer))
         return names

@@ -209,9 +209,11 @@ def timeout_error(method: str, url: str, seconds: float | None) -> ComfyUITimeou
     )
 
 
-def wait_timeout_error(prompt_id: str, base_url: str, seconds: float) -> ComfyUITimeoutError:
+def wait_timeout_error(prompt_id: str, base_url: str, seconds: float | None) -> ComfyUITimeoutError:
+    """The wait's deadline passed; ``seconds`` is the timeout when known (else: the task's deadline)."""
+    within = f"within {seconds:g} s" if seconds else "before the task's deadline"
     return ComfyUITimeoutError(
-        f"ComfyUI prompt {prompt_id} on {base_url} did not finish within {seconds:g} s: raise the "
+        f"ComfyUI prompt {prompt_id} on {base_url} did not finish {within}: raise the "
         "timeout, or check the server's queue (a long queue or a stuck node)"
     )
 
@@ -225,9 +227,13 @@ def prompt_lost_error(prompt_id: str, base_url: str, hint: str = "") -> ComfyUIP
     return ComfyUIPromptLostError(f"{message}; {hint}" if hint else f"{message}.", prompt_id=prompt_id)
 
 
-def not_json_error(method: str, url: str, content_type: str, excerpt: str) -> ComfyUIResponseError:
+def not_json_error(
+    method: str, url: str, content_type: str, excerpt: str, *, received: str = ""
+) -> ComfyUIResponseError:
+    """A 2xx answer that is not JSON; ``received`` says what it was (``protocol.answers.describe_body``)."""
+    what = received or (content_type or "no content type")
     return ComfyUIResponseError(
-        f"ComfyUI {method} {url} answered with {content_type or 'no content type'} instead of JSON: "
+        f"ComfyUI {method} {url} answered {what} where JSON was expected: "
         "is this URL a ComfyUI server and not a login page or another service? "
         f"(body starts {excerpt[:120]!r})",
         url=url,

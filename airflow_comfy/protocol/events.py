@@ -193,11 +193,7 @@ class PromptTracker:
     def describe(self) -> str:
         """A one-line progress summary for logs: ``node 3 of 5 (ImageBlur...) 40%``."""
         if not self.started:
-            return (
-                "waiting in the queue"
-                if self.queue_remaining is None
-                else (f"waiting in the queue ({self.queue_remaining} item(s) on the server)")
-            )
+            return "queued, waiting to start"
         total = f" of {self.total_nodes}" if self.total_nodes else ""
         text = f"running node {self.current_node or '?'}, {self.nodes_completed}{total} done"
         if self.progress and self.progress[1]:

@@ -27,8 +27,9 @@ OBJECT_INFO = "/object_info"
 SYSTEM_STATS = "/system_stats"
 FEATURES = "/features"
 WS = "/ws"
-# ComfyUI >= 0.4 only; probe before use (see hooks: feature detection).
-JOBS = "/jobs"
+# ComfyUI >= 0.4 only; probe before use (protocol.flows.probe_jobs_api). Only under /api.
+JOBS = "/api/jobs"
+_API = "/api"
 
 _SECRET_QUERY_KEYS = frozenset({"token", "access_token", "api_key", "apikey", "key", "password", "auth"})
 
@@ -44,8 +45,8 @@ def object_info_path(node_class: str | None = None) -> str:
 
 
 def job_path(prompt_id: str | None = None, action: str | None = None) -> str:
-    """``/api/jobs[/<id>[/<action>]]`` (ComfyUI >= 0.4) relative to a base URL without ``/api``."""
-    path = "/api" + JOBS
+    """``/api/jobs[/<id>[/<action>]]`` (ComfyUI >= 0.4); :func:`endpoint` keeps one ``/api``."""
+    path = JOBS
     if prompt_id is not None:
         path += "/" + quote(prompt_id, safe="")
         if action:
@@ -104,8 +105,15 @@ def build_base_url(
 
 
 def endpoint(base_url: str, path: str) -> str:
-    """Join a base URL and an endpoint path such as ``/prompt``."""
-    return base_url.rstrip("/") + path
+    """Join a base URL and an endpoint path such as ``/prompt``.
+
+    ComfyUI serves every route under ``/api`` too; a route that exists *only* there (``/api/jobs``)
+    is spelled with its prefix, and a base URL that already ends with ``/api`` does not get it twice.
+    """
+    base = base_url.rstrip("/")
+    if path.startswith(_API + "/") and base.endswith(_API):
+        path = path[len(_API) :]
+    return base + path
 
 
 def ws_url(base_url: str, client_id: str) -> str:

@@ -5,12 +5,14 @@ pushing the same ``outputs`` XCom); fails at once — without retries, since the
 — when it ended in an error, was interrupted, or is lost. Works in ``poke``, ``reschedule`` and
 deferrable mode (the same trigger as the operator).
 
+Each poke is read → feed → act: one status read, fed to the waiting policy of
+:mod:`airflow_comfy.protocol.waiting` (the same rules as the operator and the trigger); nothing
+sleeps inside a poke. In ``reschedule`` mode every poke is a new process, so the lost clock starts
+at the sensor's first poke: a prompt found in neither queue nor history counts as lost once
+``lost_grace`` has passed since then.
+
 Like the operator it shows the "ComfyUI" and "ComfyUI output" extra links (it pushes the
 ``comfyui_url`` XCom when it starts) and emits an event for each Asset in ``outlets`` on success.
-
-Invariant: a prompt is declared lost only after it was found in neither history nor queue for
-``lost_grace`` seconds (measured across pokes of one sensor process; in reschedule mode, within one
-poke), so a slow queue write never fails the sensor.
 """
 
 from __future__ import annotations
@@ -24,12 +26,19 @@ from typing import TYPE_CHECKING, Any
 from airflow.sdk import BaseSensorOperator, PokeReturnValue
 from airflow.sdk.configuration import conf
 
+from airflow_comfy.exceptions import ComfyUIError
 from airflow_comfy.links import ComfyUIOutputLink, ComfyUIWebLink
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
     from airflow_comfy.hooks.comfyui import ComfyUIHook
+    from airflow_comfy.protocol.states import PromptStatus
+    from airflow_comfy.protocol.waiting import PromptWait
+    from airflow_comfy.run import PromptRun
+
+#: What the lost message of a sensor advises: the sensor did not submit the prompt.
+LOST_HINT = "run the task that submitted it again (a sensor cannot resubmit a prompt)."
 
 
 class ComfyUIPromptSensor(BaseSensorOperator):
@@ -69,7 +78,7 @@ class ComfyUIPromptSensor(BaseSensorOperator):
         self.lost_grace = float(lost_grace)
         self.deferrable = deferrable
         self.server = server
-        self._not_found_since: float | None = None
+        self._wait: PromptWait | None = None  # the policy's state across pokes of one process
 
     @cached_property
     def hook(self) -> ComfyUIHook:
@@ -80,14 +89,15 @@ class ComfyUIPromptSensor(BaseSensorOperator):
     def execute(self, context: Context) -> Any:
         from airflow_comfy.protocol import urls
 
-        self.hook.locate_prompt(self.prompt_id, strict=True)  # on a pool: pins the server that has it
-        context["ti"].xcom_push(key="comfyui_url", value=urls.redact_url(self.hook.base_url))
+        run = self._prompt_run(context)
+        status = run.attach(strict=True)  # on a pool: finds the server that has it
+        context["ti"].xcom_push(key="comfyui_url", value=urls.redact_url(run.base_url))
         if not self.deferrable:
             return super().execute(context)
-        done = self.poke(context)
+        done = self._judge(context, run, status)
         if isinstance(done, PokeReturnValue) and done.is_done:
             return done.xcom_value
-        if not self.hook.is_pinned:
+        if run.client is None:
             # The trigger watches one server: on a pool, without knowing which, keep poking here.
             self.log.warning(
                 "Prompt %s is on no server of the pool yet; waiting by poking (set server= to defer)",
@@ -104,57 +114,69 @@ class ComfyUIPromptSensor(BaseSensorOperator):
                 poll_interval=self.poke_interval,
                 lost_grace=self.lost_grace,
                 cancel_on_kill=False,
-                server=self.hook.base_url,
+                server=run.base_url,
             ),
             method_name="execute_complete",
         )
 
     def poke(self, context: Context) -> PokeReturnValue | bool:
+        run = self._prompt_run(context)
+        # A server that cannot be asked is an error (retryable), never "lost": the prompt may be there.
+        return self._judge(context, run, run.attach(strict=True))
+
+    def _judge(self, context: Context, run: PromptRun, status: PromptStatus) -> PokeReturnValue | bool:
+        """Feed one status to the waiting policy and act on its decision."""
         from airflow.sdk.exceptions import AirflowFailException
 
-        from airflow_comfy.protocol import errors
         from airflow_comfy.protocol.states import PromptState
-        from airflow_comfy.tasks import finish_prompt
+        from airflow_comfy.protocol.waiting import PromptWait, Verdict, WaitRules
 
-        # On a pool: pins the server that has it; a server that cannot be asked is an error (retryable),
-        # never "lost" — the prompt may be running there.
-        status = self.hook.locate_prompt(self.prompt_id, strict=True)
-        if status.state is PromptState.NOT_FOUND:
-            now = time.monotonic()
-            self._not_found_since = self._not_found_since or now
-            if self.mode == "reschedule":  # each poke is a new process: spend the grace inside it
-                deadline = now + self.lost_grace
-                while status.state is PromptState.NOT_FOUND and time.monotonic() < deadline:
-                    time.sleep(min(2.0, max(deadline - time.monotonic(), 0.0)))
-                    status = self.hook.locate_prompt(self.prompt_id, strict=True)
-            elif now - self._not_found_since < self.lost_grace:
-                self.log.warning("Prompt %s is in neither history nor queue (yet)", self.prompt_id)
-                return False
+        now = time.time()
+        if self._wait is None:
+            rules = WaitRules(None, self.lost_grace, float("inf"), log_interval=0.0)
+            self._wait = PromptWait(self.prompt_id, run.base_url, float("inf"), rules, lost_hint=LOST_HINT)
             if status.state is PromptState.NOT_FOUND:
-                lost = errors.prompt_lost_error(self.prompt_id, self.hook.base_url)
-                raise AirflowFailException(str(lost)) from lost
-        self._not_found_since = None
-        if not status.is_terminal:
+                self._wait.not_found_since = self._first_poke(context, now)
+        decision = self._wait.status(now, status)
+        if decision.warning:
+            self.log.warning("%s", decision.warning)
+        if decision.outcome is None:
             self.log.info("Prompt %s is %s", self.prompt_id, status.state.value)
             return False
-        failure = errors.error_for_status(status)
-        if failure is not None:
+        if decision.verdict is not Verdict.DONE:
+            raise AirflowFailException(decision.outcome.message)
+        try:
+            finished = decision.outcome.result()
+        except ComfyUIError as failure:
             raise AirflowFailException(str(failure)) from failure
-        paths = finish_prompt(context, self.hook, status, self.output_dir, self.output_kinds, self.log)
-        return PokeReturnValue(is_done=True, xcom_value=paths)
+        return PokeReturnValue(is_done=True, xcom_value=run.finish(finished))
+
+    def _first_poke(self, context: Context, now: float) -> float:
+        """When this sensor began: now, or in reschedule mode the first poke's time."""
+        if self.mode != "reschedule":
+            return now
+        first = context["ti"].get_first_reschedule_date(context)
+        return first.timestamp() if first is not None else now
 
     def execute_complete(self, context: Context, event: dict[str, Any]) -> list[str]:
         from airflow.sdk.exceptions import AirflowFailException
 
-        from airflow_comfy.exceptions import ComfyUIError
-        from airflow_comfy.outputs import status_from_event
-        from airflow_comfy.tasks import finish_prompt
-
-        server = event.get("base_url") if isinstance(event, dict) else None
-        if server and server in self.hook.servers:
-            self.hook.pin(server)  # downloads go to the server the prompt ran on
+        run = self._prompt_run(context)
         try:
-            status = status_from_event(event)
+            status = run.complete(event)
         except ComfyUIError as exc:
             raise AirflowFailException(str(exc)) from exc
-        return finish_prompt(context, self.hook, status, self.output_dir, self.output_kinds, self.log)
+        assert status is not None  # the sensor never resubmits
+        return run.finish(status)
+
+    def _prompt_run(self, context: Context) -> PromptRun:
+        from airflow_comfy.run import PromptRun, RunOptions
+
+        options = RunOptions(
+            prompt_id=self.prompt_id,
+            output_dir=self.output_dir,
+            output_kinds=tuple(self.output_kinds) if self.output_kinds else None,
+            lost_grace=self.lost_grace,
+            cancel_on_kill=False,
+        )
+        return PromptRun(self.hook, context, self.log, options)

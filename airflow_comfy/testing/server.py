@@ -190,7 +190,8 @@ class _Routes:
             "python_version": sys.version,
             "pytorch_version": "none (airflow-comfy stand-in)",
             "embedded_python": False,
-            "argv": list(sys.argv),
+            # Like ComfyUI's own (its command line): one stand-in is told from another by its folder.
+            "argv": ["main.py", "--base-directory", str(self.state.folders.base)],
         }
         device = {"name": "cpu", "type": "cpu", "index": None, "vram_total": ram_total, "vram_free": ram_free}
         device.update(torch_vram_total=ram_total, torch_vram_free=ram_free)

@@ -1,19 +1,18 @@
 """``ComfyUIPromptTrigger``: wait for a prompt in the triggerer, through the server's shared poller.
 
-Same rules as the sync waiter (:mod:`airflow_comfy.hooks.waiting`): a terminal history entry ends
-the wait; a prompt in the queue is pending or running; a prompt in neither for ``lost_grace``
-seconds is lost; transient HTTP failures are tolerated for ``unreachable_grace`` seconds.
-
-The status reads come from :class:`~airflow_comfy.hooks.comfyui_async.SharedPoller`: every trigger
-of one server in one triggerer registers its prompt there, and each round reads /queue once for all
-of them plus /history/<id> for the prompts that left the queue. So a thousand deferred tasks cost
-about one request per check interval, plus one per prompt when it ends.
+The trigger only reads and feeds: statuses come from the shared poller
+(:mod:`airflow_comfy.triggers.poller`), the rules that end the wait (deadline, lost and
+unreachable graces) and the progress lines are the policy of :mod:`airflow_comfy.protocol.waiting`,
+the same the blocking waiter and the sensor apply. The event is
+:meth:`~airflow_comfy.protocol.waiting.WaitOutcome.to_payload` and is read back with
+:meth:`~airflow_comfy.protocol.waiting.WaitOutcome.from_payload`.
 
 Invariants:
 - ``serialize()`` returns JSON-safe kwargs only, and the deadline is wall-clock (epoch seconds),
-  so a trigger moved to another triggerer after a restart keeps the same deadline;
+  so a trigger moved to another triggerer after a restart keeps the same deadline; kwargs of
+  earlier versions still deserialize (new ones have defaults);
 - exactly one event is yielded, always a dict with ``status`` in :data:`EVENT_STATUSES` and
-  ``prompt_id`` (see :func:`airflow_comfy.outputs.status_from_event` for how it is read);
+  ``prompt_id``;
 - the prompt is checked at least every ``poll_interval`` seconds and at most about as often; it is
   unregistered from the poller whenever ``run`` ends (event, cancellation, error); no busy loop.
 """
@@ -28,24 +27,12 @@ from airflow.sdk import BaseHook
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 from airflow_comfy.exceptions import ComfyUIError
-from airflow_comfy.hooks.comfyui_async import AsyncComfyUIClient, PromptWatch, shared_poller
+from airflow_comfy.hooks.async_client import AsyncComfyUIClient
 from airflow_comfy.hooks.connection import ComfyUISettings, settings_from_connection
-from airflow_comfy.protocol import errors
-from airflow_comfy.protocol.states import PromptState, PromptStatus
+from airflow_comfy.protocol.waiting import Decision, PromptWait, Verdict, WaitOutcome, WaitRules
+from airflow_comfy.triggers.poller import shared_poller
 
 EVENT_STATUSES = ("success", "error", "interrupted", "lost", "timeout", "failed")
-
-
-def status_event(status: PromptStatus, base_url: str) -> dict[str, Any]:
-    """The JSON-safe event for a terminal status."""
-    return {
-        "status": status.state.value,
-        "prompt_id": status.prompt_id,
-        "base_url": base_url,
-        "outputs": [ref.to_dict() for ref in status.outputs],
-        "texts": dict(status.texts),
-        "failure": dict(status.failure) if status.failure else None,
-    }
 
 
 class ComfyUIPromptTrigger(BaseTrigger):
@@ -60,6 +47,7 @@ class ComfyUIPromptTrigger(BaseTrigger):
     :param cancel_on_kill: cancel the prompt when a user kills the deferred task (Airflow >= 3.3).
     :param server: the base URL of the server the prompt was submitted to, for a connection with
         several servers (``extra.hosts``); it must be one of them. Default: the connection's first.
+    :param log_interval: seconds between progress lines while nothing changes.
     """
 
     def __init__(
@@ -72,6 +60,7 @@ class ComfyUIPromptTrigger(BaseTrigger):
         unreachable_grace: float = 300.0,
         cancel_on_kill: bool = True,
         server: str | None = None,
+        log_interval: float = 30.0,
     ) -> None:
         super().__init__()
         self.server = server
@@ -82,6 +71,7 @@ class ComfyUIPromptTrigger(BaseTrigger):
         self.lost_grace = float(lost_grace)
         self.unreachable_grace = float(unreachable_grace)
         self.cancel_on_kill = bool(cancel_on_kill)
+        self.log_interval = float(log_interval)
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         return (
@@ -95,6 +85,7 @@ class ComfyUIPromptTrigger(BaseTrigger):
                 "unreachable_grace": self.unreachable_grace,
                 "cancel_on_kill": self.cancel_on_kill,
                 "server": self.server,
+                "log_interval": self.log_interval,
             },
         )
 
@@ -107,49 +98,41 @@ class ComfyUIPromptTrigger(BaseTrigger):
         try:
             settings = await self._settings()
         except Exception as exc:  # a broken connection must end the wait with a clear message
-            yield TriggerEvent(
-                self._event("failed", f"Cannot read connection {self.comfyui_conn_id!r}: {exc}")
-            )
+            message = f"Cannot read connection {self.comfyui_conn_id!r}: {exc}"
+            yield TriggerEvent(WaitOutcome(Verdict.FAILED, self.prompt_id, message=message).to_payload())
             return
+        rules = WaitRules(None, self.lost_grace, self.unreachable_grace, self.log_interval)
+        state = PromptWait(self.prompt_id, settings.base_url, self.end_time, rules)
+        self.log.info(
+            "Waiting for prompt %s on %s (a status read every %g s)",
+            self.prompt_id,
+            settings.base_url,
+            self.poll_interval,
+        )
         with shared_poller(settings).watch(self.prompt_id, self.poll_interval) as watch:
-            event = await self._wait(watch, settings.base_url)
-        yield TriggerEvent(event)
+            while (outcome := self._act(state.tick(time.time()))) is None:
+                try:
+                    status = await watch.next(timeout=max(self.end_time - time.time(), 0.0))
+                except ComfyUIError as exc:
+                    decision = state.error(time.time(), exc)
+                else:
+                    decision = (
+                        state.tick(time.time()) if status is None else state.status(time.time(), status)
+                    )
+                if (outcome := self._act(decision)) is not None:
+                    break
+        self.log.info(
+            "Prompt %s: %s", self.prompt_id, outcome.status.state.value if outcome.status else outcome.message
+        )
+        yield TriggerEvent(outcome.to_payload())
 
-    async def _wait(self, watch: PromptWatch, base_url: str) -> dict[str, Any]:
-        """The event that ends the wait: the trigger's rules applied to each status the poller reads."""
-        not_found_since: float | None = None
-        unreachable_since: float | None = None
-        while True:
-            now = time.time()
-            if now >= self.end_time:
-                message = str(errors.wait_timeout_error(self.prompt_id, base_url, 0)).replace(
-                    " within 0 s", " before the task's deadline"
-                )
-                return self._event("timeout", message, base_url)
-            try:
-                status = await watch.next(timeout=self.end_time - now)
-            except ComfyUIError as exc:
-                now = time.time()
-                unreachable_since = unreachable_since or now
-                if not errors.is_retryable(exc) or now - unreachable_since > self.unreachable_grace:
-                    return self._event("failed", str(exc), base_url)
-                self.log.warning(
-                    "Could not read the status of prompt %s (will retry): %s", self.prompt_id, exc
-                )
-                continue
-            if status is None:  # the deadline passed first
-                continue
-            now = time.time()
-            unreachable_since = None
-            if status.is_terminal:
-                return status_event(status, base_url)
-            if status.state is PromptState.NOT_FOUND:
-                not_found_since = not_found_since or now
-                if now - not_found_since >= self.lost_grace:
-                    lost = errors.prompt_lost_error(self.prompt_id, base_url)
-                    return self._event("lost", str(lost), base_url)
-            else:
-                not_found_since = None
+    def _act(self, decision: Decision) -> WaitOutcome | None:
+        """Log what the decision says; its outcome when the wait is over."""
+        if decision.warning:
+            self.log.warning("%s", decision.warning)
+        if decision.log:
+            self.log.info("Prompt %s: %s", self.prompt_id, decision.log)
+        return decision.outcome
 
     async def on_kill(self) -> None:
         """A user killed the deferred task: cancel only this prompt."""
@@ -161,6 +144,3 @@ class ComfyUIPromptTrigger(BaseTrigger):
             self.log.info("Prompt %s: %s", self.prompt_id, done)
         except Exception as exc:  # never let a failed cancel hide the kill
             self.log.warning("Could not cancel prompt %s: %s", self.prompt_id, exc)
-
-    def _event(self, status: str, message: str, base_url: str = "") -> dict[str, Any]:
-        return {"status": status, "prompt_id": self.prompt_id, "base_url": base_url, "message": message}

@@ -70,25 +70,26 @@ def test_pick_least_loaded_and_round_robin_on_ties():
     assert pool.pick_least_loaded([pool.ServerState("d", None, problem="x")], 0) is None
 
 
-def test_submits_to_the_least_loaded_server_and_stays_there(three):
+def test_submits_to_the_least_loaded_server_and_the_hook_never_changes(three):
     busy = three[0]
     for _ in range(2):
         ComfyUIHook(settings=fast_settings(busy.url)).submit_prompt(slow_save(2.0))
     hook = pool_hook(three)
     answer = hook.submit_prompt(empty_save("pool/one"))
-    assert answer["server"] != busy.url and hook.base_url == answer["server"]
-    status = hook.wait_for_prompt(answer["prompt_id"], mode="polling", check_interval=0.05, timeout=20)
+    assert answer["server"] != busy.url and hook.base_url == three[0].url  # no pinning
+    client = hook.client(answer["server"])
+    assert client is hook.client(answer["server"]) and client.base_url == answer["server"]
+    status = client.wait_for_prompt(answer["prompt_id"], mode="polling", check_interval=0.05, timeout=20)
     assert status.state is PromptState.SUCCESS
     served_by = next(s for s in three if s.url == answer["server"])
     assert answer["prompt_id"] in served_by.submissions
     assert all(answer["prompt_id"] not in s.submissions for s in three if s is not served_by)
-    assert hook.cancel_prompt(answer["prompt_id"]).startswith("nothing to do")
-    hook.choose_server()  # pinned: no new survey, same server
-    assert hook.base_url == answer["server"]
+    assert client.cancel_prompt(answer["prompt_id"]).startswith("nothing to do")
+    assert hook.base_url == three[0].url
 
 
 def test_ties_spread_over_idle_servers(three):
-    chosen = Counter(pool_hook(three).choose_server() for _ in range(9))
+    chosen = Counter(pool_hook(three).choose().base_url for _ in range(9))
     assert set(chosen) == {s.url for s in three} and max(chosen.values()) == 3
 
 
@@ -100,7 +101,7 @@ def test_an_unreachable_server_is_skipped_with_the_reason_logged(three, caplog, 
         answer = pool_hook(three).submit_prompt(empty_save("pool/failover"))
         assert answer["server"] != down.url
     caplog.set_level(logging.DEBUG)
-    hook.choose_server()
+    hook.choose()
     assert f"Skipping ComfyUI server {down.url}: unreachable" in caplog.text + capsys.readouterr().out
     assert down.submissions == []
 
@@ -128,10 +129,10 @@ def test_capability_routing_sends_the_workflow_where_its_nodes_are(three, monkey
     pool._NODE_TYPES[three[2].url] = (now, frozenset(real))
     for _ in range(3):
         routed = pool_hook(three, capability_routing=True)
-        assert routed.choose_server(slow_save(0.1)) == three[2].url
+        assert routed.choose(slow_save(0.1)).base_url == three[2].url
     pool._NODE_TYPES[three[2].url] = (now, without_delay)
     with pytest.raises(ComfyUIWorkflowError, match="lacks node types StandInDelay") as info:
-        pool_hook(three, capability_routing=True).choose_server(slow_save(0.1))
+        pool_hook(three, capability_routing=True).choose(slow_save(0.1))
     assert str(info.value).count("StandInDelay") == 3
 
 
@@ -149,14 +150,13 @@ def test_required_node_types_of_api_and_ui_workflows():
     assert pool.required_node_types(ui) == {"LoadImage", "ImageInvert"}
 
 
-def test_locate_prompt_finds_and_pins_the_server_that_has_it(three):
+def test_locate_finds_the_server_that_has_the_prompt(three):
     target = three[1]
     answer = ComfyUIHook(settings=fast_settings(target.url)).submit_prompt(slow_save(0.5))
     hook = pool_hook(three)
-    status = hook.locate_prompt(answer["prompt_id"])
+    client, status = hook.locate(answer["prompt_id"])
     assert status.state in (PromptState.PENDING, PromptState.RUNNING, PromptState.SUCCESS)
-    assert hook.base_url == target.url and hook.is_pinned
-    other = pool_hook(three)
-    assert other.locate_prompt("00000000-0000-4000-8000-000000000000").state is PromptState.NOT_FOUND
-    assert not other.is_pinned
+    assert client is not None and client.base_url == target.url
+    missing, status = pool_hook(three).locate("00000000-0000-4000-8000-000000000000")
+    assert missing is None and status.state is PromptState.NOT_FOUND
     target.wait_idle(10)

@@ -53,7 +53,9 @@ def test_websocket_success(hook, standin):
 def test_websocket_opened_by_the_waiter(hook, standin):
     answer = hook.submit_prompt(slow_save(0.3, steps=3), client_id="own-socket")
     # A long check_interval: no silence long enough for a poll to find the result first.
-    waiter = PromptWaiter(hook, answer["prompt_id"], client_id="own-socket", check_interval=2.0, timeout=20)
+    waiter = PromptWaiter(
+        hook.client(), answer["prompt_id"], client_id="own-socket", check_interval=2.0, timeout=20
+    )
     status = waiter.wait()
     assert status.state is PromptState.SUCCESS
     assert waiter.tracker.finished  # the end marker came over the socket
@@ -70,7 +72,7 @@ def test_websocket_execution_error(hook, standin):
 def test_failure_returned_when_asked(hook, standin):
     prompt_id, ws = _submit_with_socket(hook, failing())
     status = PromptWaiter(
-        hook, prompt_id, client_id="waiter", websocket=ws, raise_on_failure=False, **FAST_WAIT
+        hook.client(), prompt_id, client_id="waiter", websocket=ws, raise_on_failure=False, **FAST_WAIT
     ).wait()
     assert status.state is PromptState.ERROR and status.failure["node_type"] == "StandInFail"
 
@@ -108,7 +110,7 @@ def test_websocket_drop_mid_run_still_gets_the_result(hook, standin):
 def test_silent_websocket_falls_back_to_polling(hook, standin):
     standin.faults.silence_websockets(True)
     prompt_id, ws = _submit_with_socket(hook, slow_save(0.3, steps=3))
-    waiter = PromptWaiter(hook, prompt_id, client_id="waiter", websocket=ws, **FAST_WAIT)
+    waiter = PromptWaiter(hook.client(), prompt_id, client_id="waiter", websocket=ws, **FAST_WAIT)
     status = waiter.wait()
     assert status.state is PromptState.SUCCESS
     assert not waiter.tracker.finished  # the socket said nothing: polling found the result
@@ -124,7 +126,9 @@ def test_polling_mode(hook, standin):
 
 def test_polling_mode_closes_a_socket_it_was_given(hook, standin):
     prompt_id, ws = _submit_with_socket(hook, empty_save())
-    waiter = PromptWaiter(hook, prompt_id, client_id="waiter", websocket=ws, mode="polling", **FAST_WAIT)
+    waiter = PromptWaiter(
+        hook.client(), prompt_id, client_id="waiter", websocket=ws, mode="polling", **FAST_WAIT
+    )
     assert waiter.wait().state is PromptState.SUCCESS
     assert not ws.connected and not waiter.tracker.started
 
@@ -207,7 +211,7 @@ def test_short_outage_is_tolerated(hook, standin):
     count = len(standin.requests)
     try:
         status = PromptWaiter(
-            waiting_hook, answer["prompt_id"], mode="polling", unreachable_grace=10, **FAST_WAIT
+            waiting_hook.client(), answer["prompt_id"], mode="polling", unreachable_grace=10, **FAST_WAIT
         ).wait()
     finally:
         timer.join(5)
@@ -223,7 +227,7 @@ def test_long_outage_ends_the_wait(hook, standin):
         start = time.monotonic()
         with pytest.raises(ComfyUIConnectionError, match="connection refused"):
             PromptWaiter(
-                waiting_hook, answer["prompt_id"], mode="polling", unreachable_grace=0.4, **FAST_WAIT
+                waiting_hook.client(), answer["prompt_id"], mode="polling", unreachable_grace=0.4, **FAST_WAIT
             ).wait()
         assert time.monotonic() - start < 2.0
     finally:
@@ -252,4 +256,4 @@ def test_non_retryable_error_while_waiting_is_raised(hook, standin):
 )
 def test_bad_arguments(hook, kwargs, match):
     with pytest.raises(ValueError, match=match):
-        PromptWaiter(hook, "p", **kwargs)
+        PromptWaiter(hook.client(), "p", **kwargs)

@@ -1,7 +1,7 @@
 """Shared helpers for the operator, sensor and trigger tests (imported as ``operators.support``).
 
 - small API-format workflows the stand-in runs (plain, slow, failing);
-- :class:`FakeTI` + :func:`make_context`: the part of the task context ``airflow_comfy.tasks`` reads
+- :class:`FakeTI` + :func:`make_context`: the part of the task context ``airflow_comfy.run`` reads
   (``ti.dag_id/run_id/task_id/map_index/try_number`` and ``ti.xcom_push``), recording every push;
 - the ``comfy_conn`` fixture: a ``comfyui`` connection pointing at the test's stand-in.
 

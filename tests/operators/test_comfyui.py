@@ -374,7 +374,7 @@ def test_kill_while_pending_removes_only_this_prompt(
     mine = ti.xcoms["prompt_id"]
     after = submit(standin, image_workflow("t/after"))
     assert state_of(standin, mine) == "pending"
-    wait_until(lambda: op._active_prompt == mine, what="the operator waiting")
+    wait_until(lambda: op._run is not None and op._run.waiting, what="the operator waiting")
 
     op.on_kill()
 
@@ -398,7 +398,7 @@ def test_kill_while_running_interrupts_only_this_prompt(
     mine = ti.xcoms["prompt_id"]
     others = [submit(standin, image_workflow(f"t/other{i}", color=i)) for i in range(2)]
     wait_state(standin, mine, "running")
-    wait_until(lambda: op._active_prompt == mine, what="the operator waiting")
+    wait_until(lambda: op._run is not None and op._run.waiting, what="the operator waiting")
 
     op.on_kill()
 
@@ -670,3 +670,21 @@ def test_cancel_on_kill_false_leaves_the_prompt_alone(standin: StandInServer, co
         task.execute(make_context(FakeTI()))
     assert ("POST", "/interrupt") not in standin.requests
     assert ("POST", "/queue") not in standin.requests
+
+
+def test_without_waiting_a_retry_returns_the_prompt_id_even_when_it_already_succeeded(
+    standin: StandInServer, comfy_conn: str
+) -> None:
+    """A sensor templated on the return value must get a prompt id on every try, never a list."""
+    first = FakeTI()
+    prompt_id = make_op(comfy_conn, image_workflow("t/nowait"), wait_for_completion=False).execute(
+        make_context(first)
+    )
+    standin.wait_idle(10)
+    assert state_of(standin, prompt_id) == "success"
+    retry = FakeTI(try_number=2)
+    again = make_op(comfy_conn, image_workflow("t/nowait"), wait_for_completion=False).execute(
+        make_context(retry)
+    )
+    assert again == prompt_id and retry.xcoms["prompt_id"] == prompt_id
+    assert standin.submissions.count(prompt_id) == 1

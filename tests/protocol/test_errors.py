@@ -212,7 +212,9 @@ def test_timeout_and_not_json_messages():
     exc = errors.wait_timeout_error("p", "http://h", 30)
     assert "did not finish within 30 s" in str(exc)
     exc = errors.not_json_error("GET", "http://h/queue", "text/html", "<html>login</html>")
-    assert isinstance(exc, ComfyUIResponseError) and "text/html instead of JSON" in str(exc)
+    assert isinstance(exc, ComfyUIResponseError) and "text/html where JSON was expected" in str(exc)
+    exc = errors.not_json_error("GET", "u", "text/html", "<html>", received="an HTML page titled 'Login'")
+    assert "answered an HTML page titled 'Login' where JSON was expected" in str(exc)
     assert "no content type" in str(errors.not_json_error("GET", "u", "", ""))
 
 

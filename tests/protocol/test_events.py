@@ -90,11 +90,11 @@ def test_not_finished_before_the_end_marker():
 def test_describe_while_running():
     record = transcript("ws_success")
     tracker = PromptTracker(_prompt_id(record), total_nodes=4)
-    assert tracker.describe() == "waiting in the queue"
+    assert tracker.describe() == "queued, waiting to start"
     events = _text_events(record["messages"])
-    for event in events[:3]:  # status broadcasts only
+    for event in events[:3]:  # status broadcasts only: a queue length may predate this prompt
         tracker.feed(event)
-    assert tracker.describe() == "waiting in the queue (1 item(s) on the server)"
+    assert tracker.describe() == "queued, waiting to start"  # never "0 items" while it is queued
     executing = next(i for i, e in enumerate(events) if e.type == "executing" and e.data.get("node") == "3")
     for event in events[3 : executing + 1]:
         tracker.feed(event)

@@ -37,7 +37,7 @@ def test_only_this_prompt_is_cancelled(
     if phase == "running":
         wait_state(standin, mine, "running", timeout=5)
     if how == "killed":
-        wait_until(lambda: op._active_prompt == mine, what="the operator waiting")
+        wait_until(lambda: op._run is not None and op._run.waiting, what="the operator waiting")
         assert state_of(standin, mine) == phase
         op.on_kill()
 

@@ -155,15 +155,16 @@ def test_login_page_instead_of_json_is_a_clear_error(
     hostile.routes["history"] = once_submitted(hostile, login_page)
     ti = guard.ti()
 
-    error, took = run_op(op_for(hostile_conn), ti)
+    error, took = run_op(op_for(hostile_conn, unreachable_grace=1.0), ti)
 
     guard.seen(error)
     assert isinstance(error, ComfyUIResponseError), error
     message = str(error)
-    assert f"ComfyUI GET {hostile.url}/history/{ti.xcoms['prompt_id']} answered with text/html" in message
+    assert f"ComfyUI GET {hostile.url}/history/{ti.xcoms['prompt_id']} answered an HTML page" in message
     assert "is this URL a ComfyUI server and not a login page or another service?" in message
     assert "Please log in" in message  # a short excerpt, to recognise the page
-    assert took < 3  # not retried: it cannot get better
+    assert "unreachable grace of 1 s" in message  # a garbage answer is transient until the grace ends
+    assert took >= 1.0
     assert len(hostile.submitted) == 1
 
 
@@ -230,7 +231,7 @@ def test_huge_json_is_refused_with_bounded_memory(
     hostile.routes["history"] = once_submitted(hostile, huge)
     ti = guard.ti()
 
-    (error, took), peak = measured(lambda: run_op(op_for(hostile_conn), ti))
+    (error, took), peak = measured(lambda: run_op(op_for(hostile_conn, unreachable_grace=1.0), ti))
 
     guard.seen(error)
     assert isinstance(error, ComfyUIResponseError), error
@@ -243,7 +244,7 @@ def test_huge_json_is_refused_with_bounded_memory(
     )
     assert peak < MEMORY_BOUND, f"{peak / 2**20:.0f} MiB allocated while refusing a {HUGE >> 20} MiB answer"
     assert MAX_JSON_BYTES < MEMORY_BOUND
-    assert took < 15
+    assert took < 60
 
 
 # --- an overloaded server ------------------------------------------------------------------------------

@@ -34,8 +34,9 @@ def logged(guard: Guard, text: str) -> bool:
     return text in guard.logs()
 
 
-def history_reads(server: StandInServer, prompt_id: str) -> int:
-    return server.requests.count(("GET", f"/history/{prompt_id}"))
+def status_reads(server: StandInServer) -> int:
+    """Status reads so far: each starts with GET /queue (protocol.flows.read_status)."""
+    return server.requests.count(("GET", "/queue"))
 
 
 # --- the server is down ---------------------------------------------------------------------------
@@ -136,7 +137,7 @@ def test_slow_server_beyond_the_read_timeout_fails_clearly(
     assert isinstance(error, ComfyUITimeoutError), error
     guard.seen(error)
     message = str(error)
-    assert f"ComfyUI did not answer GET {standin.url}/history/" in message
+    assert f"ComfyUI did not answer GET {standin.url}/queue" in message  # the first read: is it there?
     assert "within 0.3 s" in message and "raise extra.read_timeout" in message
     assert took < 3  # 3 attempts of 0.3 s plus short backoffs
     assert standin.submissions == []
@@ -154,7 +155,7 @@ def test_websocket_dropped_mid_run_falls_back_to_polling(
     wait_until(lambda: "prompt_id" in ti.xcoms, what="the submission")
     prompt_id = ti.xcoms["prompt_id"]
     wait_state(standin, prompt_id, "running")
-    reads_before = history_reads(standin, prompt_id)
+    reads_before = status_reads(standin)
     standin.faults.drop_websockets()
 
     paths, took = future.result(timeout=20)
@@ -162,7 +163,7 @@ def test_websocket_dropped_mid_run_falls_back_to_polling(
     assert paths == ["output/r/drop_00001_.png"], paths
     assert standin.submissions == [prompt_id]
     assert logged(guard, "continuing by polling")
-    assert history_reads(standin, prompt_id) - reads_before >= 3  # it polled, every check_interval
+    assert status_reads(standin) - reads_before >= 3  # it polled, every check_interval
     assert took < 4
 
 
@@ -174,7 +175,7 @@ def test_silent_websocket_falls_back_to_polling(standin: StandInServer, conn: st
 
     assert paths == ["output/r/mute_00001_.png"], paths
     assert standin.submissions == [ti.xcoms["prompt_id"]]
-    assert history_reads(standin, ti.xcoms["prompt_id"]) >= 3  # status read every check_interval
+    assert status_reads(standin) >= 3  # status read every check_interval
     assert took < 3  # the end is noticed within a check_interval or so, not after a long idle timeout
 
 

@@ -25,9 +25,10 @@ from operators.support import (
     wait_state,
 )
 
-from airflow_comfy.hooks import comfyui_async
-from airflow_comfy.outputs import status_from_event
+from airflow_comfy.hooks import async_client
+from airflow_comfy.protocol.waiting import WaitOutcome
 from airflow_comfy.testing import StandInServer
+from airflow_comfy.triggers import poller as poller_module
 from airflow_comfy.triggers.comfyui import EVENT_STATUSES, ComfyUIPromptTrigger
 
 UNKNOWN = "9a1b2c3d-4e5f-4a6b-8c7d-0e1f2a3b4c5d"
@@ -75,7 +76,7 @@ def test_success_event_carries_outputs(standin: StandInServer, comfy_conn: str) 
     prompt_id = submit(standin, delay_workflow(0.5, prefix="tr/ok"))
     event = only_event(make_trigger(comfy_conn, prompt_id))
     assert event["status"] == "success" and event["base_url"] == standin.url
-    status = status_from_event(event)
+    status = WaitOutcome.from_payload(event).result()
     assert [(r.node_id, r.kind, r.filename, r.subfolder, r.type) for r in status.outputs] == [
         ("9", "images", "ok_00001_.png", "tr", "output")
     ]
@@ -211,14 +212,14 @@ def test_many_triggers_in_one_loop_share_one_client(
     standin: StandInServer, comfy_conn: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     created: Counter[int] = Counter()
-    real_client = comfyui_async.httpx.AsyncClient
+    real_client = async_client.httpx.AsyncClient
 
     class CountingClient(real_client):  # type: ignore[misc, valid-type]
         def __init__(self, *args: Any, **kwargs: Any) -> None:
             created[id(asyncio.get_running_loop())] += 1
             super().__init__(*args, **kwargs)
 
-    monkeypatch.setattr(comfyui_async.httpx, "AsyncClient", CountingClient)
+    monkeypatch.setattr(async_client.httpx, "AsyncClient", CountingClient)
     prompt_ids = [submit(standin, image_workflow(f"tr/many{i}", color=i)) for i in range(50)]
 
     async def scenario() -> list[list[dict[str, Any]]]:
@@ -243,8 +244,8 @@ def test_triggers_in_successive_event_loops(standin: StandInServer, comfy_conn: 
 # --- the shared poller under the triggers -------------------------------------------------------
 
 
-def _poller_of(conn_settings_url: str) -> comfyui_async.SharedPoller:
-    [poller] = [p for p in comfyui_async._POLLERS.values() if p.client.settings.base_url == conn_settings_url]
+def _poller_of(conn_settings_url: str) -> poller_module.SharedPoller:
+    [poller] = [p for p in poller_module._POLLERS.values() if p.client.settings.base_url == conn_settings_url]
     return poller
 
 

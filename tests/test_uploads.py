@@ -10,8 +10,8 @@ from PIL import Image
 from airflow_comfy.exceptions import ComfyUIWorkflowError
 from airflow_comfy.hooks.comfyui import ComfyUIHook
 from airflow_comfy.hooks.connection import ComfyUISettings
-from airflow_comfy.inputs import upload_file, upload_input_name, uploaded_reference, wire_inputs
 from airflow_comfy.protocol.states import PromptState
+from airflow_comfy.uploads import upload_file, upload_input_name, uploaded_reference, wire_inputs
 
 
 def _png(path, color=(10, 200, 30)):

@@ -1,4 +1,4 @@
-"""``airflow_comfy.tasks``: prompt-id derivation, XComs, fail-fast, workflow preparation, finishing, assets."""
+"""``airflow_comfy.run``, ``.prepare``, ``.xcoms``: prompt ids, fail-fast, preparation, finishing, assets."""
 
 from __future__ import annotations
 
@@ -13,18 +13,13 @@ from airflow.sdk.exceptions import AirflowFailException
 from airflow_comfy.exceptions import ComfyUIConnectionError, ComfyUIValidationError, ComfyUIWorkflowError
 from airflow_comfy.hooks.comfyui import ComfyUIHook
 from airflow_comfy.hooks.connection import ComfyUISettings, SecretHeaders
+from airflow_comfy.prepare import prepare_for
 from airflow_comfy.protocol.ids import is_canonical_uuid
 from airflow_comfy.protocol.states import PromptState
-from airflow_comfy.tasks import (
-    asset_event_extra,
-    emit_asset_events,
-    fail_fast,
-    finish_prompt,
-    prepare_workflow_for,
-    push_prompt_xcoms,
-    task_prompt_id,
-)
+from airflow_comfy.run import PromptRun, RunOptions, fail_fast, task_prompt_id
 from airflow_comfy.testing import StandInServer
+from airflow_comfy.workflows import load_workflow
+from airflow_comfy.xcoms import asset_event_extra, emit_asset_events, push_prompt_xcoms
 
 WORKFLOW = {
     "1": {"class_type": "EmptyImage", "inputs": {"width": 8, "height": 8, "batch_size": 1, "color": 0}},
@@ -81,7 +76,7 @@ def test_prompt_xcoms_have_no_credentials() -> None:
         auth_headers=SecretHeaders({"Authorization": "Bearer tok-456"}),
     )
     ti = TI()
-    push_prompt_xcoms({"ti": ti}, ComfyUIHook(settings=settings), "p-1")  # type: ignore[arg-type]
+    push_prompt_xcoms({"ti": ti}, settings.base_url, "p-1")  # type: ignore[arg-type]
     assert ti.pushed == {
         "prompt_id": "p-1",
         "prompt_url": "https://gpu.example.com/comfy/history/p-1",
@@ -89,20 +84,38 @@ def test_prompt_xcoms_have_no_credentials() -> None:
     }
 
 
+LOG = logging.getLogger("test")
+
+
 def test_prepare_applies_overrides_and_validates_locally(hook: ComfyUIHook) -> None:
-    prepared = prepare_workflow_for(hook, json.dumps(WORKFLOW), {"1": {"color": 255}}, validate=True)
+    client = hook.client()
+    prepared = prepare_for(
+        client, load_workflow(json.dumps(WORKFLOW)), {"1": {"color": 255}}, validate=True, log=LOG
+    )
     assert prepared["1"]["inputs"]["color"] == 255
     broken = json.loads(json.dumps(WORKFLOW))
     broken["9"]["inputs"]["images"] = ["404", 0]
     with pytest.raises(ComfyUIValidationError):
-        prepare_workflow_for(hook, broken, None, validate=True)
+        prepare_for(client, broken, None, validate=True, log=LOG)
     # Without validation nothing is fetched and the workflow is passed through as given.
-    assert prepare_workflow_for(hook, broken, None, validate=False) == broken
+    assert prepare_for(client, broken, None, validate=False, log=LOG) == broken
 
 
-def test_prepare_rejects_unreadable_sources(hook: ComfyUIHook, tmp_path: Any) -> None:
+def test_a_cached_catalogue_never_rejects_a_workflow_the_server_accepts(hook: ComfyUIHook) -> None:
+    client = hook.client()
+    stale = {k: v for k, v in client.get_object_info().items() if k != "ImageInvert"}
+    from airflow_comfy.hooks import catalog
+
+    entry = catalog._MEMORY[client.base_url]
+    catalog._MEMORY[client.base_url] = catalog._Entry(entry.stamp, entry.fetched_at, entry.checked_at, stale)
+    workflow = {**WORKFLOW, "2": {"class_type": "ImageInvert", "inputs": {"image": ["1", 0]}}}
+    assert prepare_for(client, workflow, None, validate=True, log=LOG)["2"]["class_type"] == "ImageInvert"
+    assert "ImageInvert" in client.get_object_info()  # the fresh catalogue replaced the stale one
+
+
+def test_prepare_rejects_unreadable_sources(tmp_path: Any) -> None:
     with pytest.raises(ComfyUIWorkflowError):
-        prepare_workflow_for(hook, str(tmp_path / "missing.json"), None, validate=False)
+        load_workflow(str(tmp_path / "missing.json"))
 
 
 def test_finish_pushes_outputs_and_texts(standin: StandInServer, hook: ComfyUIHook, tmp_path: Any) -> None:
@@ -117,7 +130,8 @@ def test_finish_pushes_outputs_and_texts(standin: StandInServer, hook: ComfyUIHo
     ti = TI()
     log = logging.getLogger("test")
 
-    paths = finish_prompt({"ti": ti}, hook, status, tmp_path, None, log)  # type: ignore[arg-type]
+    run = PromptRun(hook, {"ti": ti}, log, RunOptions(prompt_id=prompt_id, output_dir=tmp_path))  # type: ignore[arg-type]
+    paths = run.finish(status)
 
     assert paths == [str(tmp_path / "tasks" / "x_00001_.png")]
     assert [r["filename"] for r in ti.pushed["outputs"]] == ["x_00001_.png"]

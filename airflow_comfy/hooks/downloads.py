@@ -18,26 +18,26 @@ from airflow_comfy.protocol import errors
 from airflow_comfy.protocol.outputs import OutputRef, safe_local_path, safe_relative_parts
 
 if TYPE_CHECKING:
-    from airflow_comfy.hooks.comfyui import ComfyUIHook
+    from airflow_comfy.hooks.client import ComfyUIClient
 
 DOWNLOAD_CHUNK = 1024 * 1024
 
 
 def download(
-    hook: ComfyUIHook, ref: OutputRef, dest_dir: str | os.PathLike[str], *, keep_subfolder: bool
+    client: ComfyUIClient, ref: OutputRef, dest_dir: str | os.PathLike[str], *, keep_subfolder: bool
 ) -> Any:
     """Stream ``ref`` into ``dest_dir``; returns the written ``Path`` (or ``ObjectStoragePath``)."""
     target_dir = os.fspath(dest_dir)
     if "://" in target_dir and not target_dir.startswith("file://"):
-        return _to_object_storage(hook, ref, target_dir, keep_subfolder)
+        return _to_object_storage(client, ref, target_dir, keep_subfolder)
     target = safe_local_path(
         target_dir.removeprefix("file://"), ref.subfolder if keep_subfolder else "", ref.filename
     )
     target.parent.mkdir(parents=True, exist_ok=True)
     partial = target.with_name(target.name + ".part")
     try:
-        with hook.view(ref.filename, ref.subfolder, ref.type) as response, partial.open("wb") as handle:
-            _copy(hook, ref, response, handle)
+        with client.view(ref.filename, ref.subfolder, ref.type) as response, partial.open("wb") as handle:
+            _copy(client, ref, response, handle)
     except BaseException:
         partial.unlink(missing_ok=True)
         raise
@@ -45,15 +45,15 @@ def download(
     return target
 
 
-def _to_object_storage(hook: ComfyUIHook, ref: OutputRef, base: str, keep_subfolder: bool) -> Any:
+def _to_object_storage(client: ComfyUIClient, ref: OutputRef, base: str, keep_subfolder: bool) -> Any:
     from airflow.sdk import ObjectStoragePath
 
     parts = safe_relative_parts(ref.subfolder if keep_subfolder else "", ref.filename)
     destination = ObjectStoragePath(base).joinpath(*parts)
     destination.parent.mkdir(parents=True, exist_ok=True)
     try:
-        with hook.view(ref.filename, ref.subfolder, ref.type) as response, destination.open("wb") as handle:
-            _copy(hook, ref, response, handle)
+        with client.view(ref.filename, ref.subfolder, ref.type) as response, destination.open("wb") as handle:
+            _copy(client, ref, response, handle)
     except BaseException:
         with suppress(Exception):
             destination.unlink()
@@ -61,12 +61,12 @@ def _to_object_storage(hook: ComfyUIHook, ref: OutputRef, base: str, keep_subfol
     return destination
 
 
-def _copy(hook: ComfyUIHook, ref: OutputRef, response: requests.Response, handle: IO[bytes]) -> None:
+def _copy(client: ComfyUIClient, ref: OutputRef, response: requests.Response, handle: IO[bytes]) -> None:
     try:
         for chunk in response.iter_content(chunk_size=DOWNLOAD_CHUNK):
             handle.write(chunk)
     except requests.RequestException as exc:
-        raise errors.connection_error("GET", hook.view_url(ref), type(exc).__name__) from None
+        raise errors.connection_error("GET", client.view_url(ref), type(exc).__name__) from None
 
 
 __all__ = ["DOWNLOAD_CHUNK", "download"]

@@ -13,7 +13,7 @@ Invariant: the name wired into the workflow is always the one the server returne
 file name, so a renamed or de-duplicated upload is referenced correctly.
 
 Each uploaded source is recorded as a hook-level lineage input (``file://…`` or its object-storage
-URI) where Airflow collects hook lineage; see :func:`airflow_comfy.tasks.record_lineage`.
+URI) where Airflow collects hook lineage; see :func:`airflow_comfy.lineage.record_lineage`.
 """
 
 from __future__ import annotations
@@ -24,9 +24,11 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 from airflow_comfy.exceptions import ComfyUIWorkflowError
+from airflow_comfy.lineage import lineage_uri, record_lineage
+from airflow_comfy.workflows import apply_overrides, find_nodes, resolve_node
 
 if TYPE_CHECKING:
-    from airflow_comfy.hooks.comfyui import ComfyUIHook
+    from airflow_comfy.hooks.client import ComfyUIClient
 
 InputSource = str | os.PathLike[str]
 # Input names that take an uploaded file, by the object_info flag the frontend keys its upload widget on.
@@ -56,15 +58,13 @@ def _open_source(source: InputSource) -> tuple[IO[bytes], str]:
 
 
 def upload_file(
-    hook: ComfyUIHook, source: InputSource, *, subfolder: str = DEFAULT_SUBFOLDER, overwrite: bool = False
+    client: ComfyUIClient, source: InputSource, *, subfolder: str = DEFAULT_SUBFOLDER, overwrite: bool = False
 ) -> dict[str, str]:
     """Upload one local or object-storage file; returns the server's ``{"name", "subfolder", "type"}``."""
-    from airflow_comfy.tasks import lineage_uri, record_lineage
-
     handle, name = _open_source(source)
     with handle:
-        answer = hook.upload_image(handle, filename=name, subfolder=subfolder, overwrite=overwrite)
-    record_lineage(hook, inputs=[lineage_uri(os.fspath(source).removeprefix("file://"))])
+        answer = client.upload_image(handle, filename=name, subfolder=subfolder, overwrite=overwrite)
+    record_lineage(client.lineage_context, inputs=[lineage_uri(os.fspath(source).removeprefix("file://"))])
     return answer
 
 
@@ -87,7 +87,7 @@ def upload_input_name(node_class_info: Mapping[str, Any] | None, node_inputs: Ma
 
 
 def wire_inputs(
-    hook: ComfyUIHook,
+    client: ComfyUIClient,
     workflow: Mapping[str, Any],
     inputs: Mapping[str, InputSource],
     *,
@@ -98,25 +98,21 @@ def wire_inputs(
 
     Returns the new workflow and, per target, the server's answer for its upload.
     """
-    from airflow_comfy.workflows import apply_overrides, find_nodes, resolve_node
-
     changes: dict[str, Any] = {}
     uploads: dict[str, dict[str, str]] = {}
     for target, source in inputs.items():
-        node_id, input_name = _split_target(workflow, target, find_nodes, resolve_node)
+        node_id, input_name = _split_target(workflow, target)
         node = workflow[node_id]
         if input_name is None:
             class_info = (object_info or {}).get(node.get("class_type", ""))
             input_name = upload_input_name(class_info, node.get("inputs") or {})
-        answer = upload_file(hook, source, subfolder=subfolder)
+        answer = upload_file(client, source, subfolder=subfolder)
         uploads[target] = answer
         changes[f"{node_id}.{input_name}"] = uploaded_reference(answer)
     return apply_overrides(workflow, changes), uploads
 
 
-def _split_target(
-    workflow: Mapping[str, Any], target: str, find_nodes: Any, resolve_node: Any
-) -> tuple[str, str | None]:
+def _split_target(workflow: Mapping[str, Any], target: str) -> tuple[str, str | None]:
     """``"<node>"`` or ``"<node>.<input>"``; a selector that itself contains dots wins when it matches."""
     if find_nodes(workflow, target):
         return resolve_node(workflow, target), None
