@@ -61,7 +61,8 @@ def run_workflow(
     Call it inside a running task (``@task``); the parameters are those of
     :class:`~airflow_comfy.operators.comfyui.ComfyUIPromptOperator` (``options`` takes the others:
     ``lost_grace``, ``unreachable_grace``, ``resubmit_if_lost``, ``prompt_id``, ``reattach``,
-    ``cancel_on_kill``, ``extra_data``, ``front``, ``input_subfolder``). Values are used as given: nothing is templated.
+    ``cancel_on_kill``, ``extra_data``, ``front``, ``input_subfolder``). Values are used as given:
+    nothing is templated.
 
     :param context: the task context; by default ``airflow.sdk.get_current_context()``.
     :param stop: set it to stop waiting (the prompt is cancelled unless ``cancel_on_kill=False``).
