@@ -28,6 +28,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from airflow_comfy.exceptions import ComfyUIWorkflowError
+from airflow_comfy.workflows.frontend import js_value, node_title
 from airflow_comfy.workflows.graph import (
     BYPASSED,
     MUTED,
@@ -39,6 +40,7 @@ from airflow_comfy.workflows.graph import (
     proxy_widget_values,
 )
 from airflow_comfy.workflows.load import detect_format
+from airflow_comfy.workflows.order import prompt_order
 from airflow_comfy.workflows.widgets import is_valid_connection, widget_values
 
 Resolved = tuple[str, Any, int]  # ("link", exec_id, slot) or ("value", value, -1)
@@ -358,8 +360,9 @@ def _ui_to_api(ui_workflow: Mapping[str, Any], object_info: Mapping[str, Any]) -
             continue
         assert entry.layout is not None
         values = widget_values(entry.layout, entry.node.get("widgets_values"))
+        fixed = entry.layout.fixed
         for name, value in pushed.get(entry.exec_id, {}).items():
-            if name in values:
+            if name in values and name not in fixed:
                 values[name] = value
         inputs = {name: _wrap(value) for name, value in values.items()}
         for index, slot in enumerate(entry.inputs):
@@ -368,8 +371,8 @@ def _ui_to_api(ui_workflow: Mapping[str, Any], object_info: Mapping[str, Any]) -
                 continue
             kind, target, origin_slot = resolved
             inputs[slot.name] = _wrap(target) if kind == "value" else [str(target), int(origin_slot)]
-        node_def = object_info.get(entry.type) or {}
-        title = entry.node.get("title") or node_def.get("display_name") or entry.type
+        title = entry.node.get("title") or node_title(entry.type, object_info.get(entry.type))
+        inputs = {name: js_value(value) for name, value in inputs.items()}
         output[entry.exec_id] = {"inputs": inputs, "class_type": entry.type, "_meta": {"title": title}}
     for node in output.values():
         for name, value in list(node["inputs"].items()):
@@ -377,6 +380,7 @@ def _ui_to_api(ui_workflow: Mapping[str, Any], object_info: Mapping[str, Any]) -
                 del node["inputs"][name]
     if not output:
         raise ComfyUIWorkflowError("the workflow has no nodes to run (all are notes, muted or bypassed)")
+    output = {exec_id: output[exec_id] for exec_id in prompt_order(ordered, ordered[0].scope, list(output))}
     cycle = find_cycle(output)
     if cycle:
         raise ComfyUIWorkflowError(

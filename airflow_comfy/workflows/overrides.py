@@ -7,7 +7,9 @@ Accepted keys (``overrides`` is a mapping):
   ``_meta.title`` is "Positive Prompt" (the name given to the node in the web UI);
 - ``{"KSampler": {"seed": 1}}``: the node of that ``class_type``, when there is exactly one.
 
-A selector is tried as a node id first, then as a title, then as a class type. In a dotted key the
+A selector is tried as a node id first, then as a title, then as a class type. A node nobody renamed
+answers to every default title of its class (the web UI's English label such as "Image Blur", and
+the class name "ImageBlur", whichever of them the workflow's ``_meta.title`` holds). In a dotted key the
 input name is the part after the last dot (titles may contain dots, input names never do).
 
 Input names: setting an input the node already has is always allowed. Setting one it does not
@@ -27,6 +29,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from airflow_comfy.exceptions import ComfyUIWorkflowError
+from airflow_comfy.workflows.frontend import default_titles
 
 
 def _title(node: Mapping[str, Any]) -> str | None:
@@ -50,6 +53,12 @@ def _candidates(workflow: Mapping[str, Any]) -> str:
     return ", ".join(parts)
 
 
+def _default_title(node: Mapping[str, Any], selector: str) -> bool:
+    """True when ``node`` was not renamed and ``selector`` is another default title of its class."""
+    titles = default_titles(str(node.get("class_type")))
+    return selector in titles and (_title(node) or selector) in titles
+
+
 def find_nodes(workflow: Mapping[str, Any], selector: str) -> list[str]:
     """Ids of the nodes ``selector`` names: the node id, else nodes with that title, else that class."""
     if selector in workflow:
@@ -57,6 +66,9 @@ def find_nodes(workflow: Mapping[str, Any], selector: str) -> list[str]:
     by_title = [node_id for node_id, node in workflow.items() if _title(node) == selector]
     if by_title:
         return by_title
+    by_default_title = [node_id for node_id, node in workflow.items() if _default_title(node, selector)]
+    if by_default_title:
+        return by_default_title
     return [node_id for node_id, node in workflow.items() if node.get("class_type") == selector]
 
 
