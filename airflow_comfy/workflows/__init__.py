@@ -1,8 +1,10 @@
 """Workflows as people have them: load any source, convert web-UI saves, apply per-run overrides.
 
 ``prepare_workflow`` is the one entry point operators and the CLI use: it loads a workflow from a
-dict, JSON text or file, converts a web-UI save to the API format with the server's object_info,
-and applies overrides. Nothing here imports Airflow or opens a network connection.
+dict, JSON text or file, converts a web-UI save to the API format with the server's object_info
+(or, for an API-format workflow, makes node ids and link references strings: templates rendered as
+native objects turn them into ints), and applies overrides. Nothing here imports Airflow or opens
+a network connection.
 
 Invariant: every public function returns a new dict and reports unusable input as
 :class:`~airflow_comfy.exceptions.ComfyUIWorkflowError`.
@@ -22,6 +24,7 @@ from airflow_comfy.workflows.load import (
     detect_format,
     load_object_info,
     load_workflow,
+    normalize_ids,
 )
 from airflow_comfy.workflows.overrides import apply_overrides, find_nodes, resolve_node
 
@@ -46,6 +49,8 @@ def prepare_workflow(
                 "server's object_info (fetched from the server, or a saved object_info.json)"
             )
         workflow = ui_to_api(workflow, info)
+    else:
+        workflow = normalize_ids(workflow)
     return apply_overrides(workflow, overrides, object_info=info)
 
 
@@ -58,6 +63,7 @@ __all__ = [
     "find_nodes",
     "load_object_info",
     "load_workflow",
+    "normalize_ids",
     "prepare_workflow",
     "resolve_node",
     "ui_to_api",

@@ -114,6 +114,39 @@ def load_workflow(source: WorkflowSource) -> dict[str, Any]:
     return obj
 
 
+def normalize_ids(api_workflow: Mapping[str, Any]) -> dict[str, Any]:
+    """The API-format workflow with node ids and link references as strings, as ComfyUI expects.
+
+    Templating with ``render_template_as_native_obj=True`` turns ``["13", 0]`` into ``[13, 0]``
+    (and may turn node-id keys into ints); ComfyUI then cannot find node ``13``. Only the first item
+    of a two-item list (a link, in the API format) and the keys change; the mapping is copied only
+    when something changes.
+    """
+    changed = False
+    result: dict[str, Any] = {}
+    for key, node in api_workflow.items():
+        changed |= not isinstance(key, str)
+        inputs = node.get("inputs") if isinstance(node, Mapping) else None
+        if isinstance(inputs, Mapping) and any(_int_link(value) for value in inputs.values()):
+            fixed = {
+                name: [str(value[0]), value[1]] if _int_link(value) else value
+                for name, value in inputs.items()
+            }
+            node = {**node, "inputs": fixed}
+            changed = True
+        result[str(key)] = node
+    return result if changed else dict(api_workflow)
+
+
+def _int_link(value: Any) -> bool:
+    return (
+        isinstance(value, list)
+        and len(value) == 2
+        and isinstance(value[0], int)
+        and not isinstance(value[0], bool)
+    )
+
+
 def load_object_info(source: WorkflowSource) -> dict[str, Any]:
     """A ``GET /object_info`` body from a dict, JSON text, or a (.json / .json.gz) file.
 
@@ -135,4 +168,11 @@ def load_object_info(source: WorkflowSource) -> dict[str, Any]:
     return obj
 
 
-__all__ = ["WorkflowFormat", "WorkflowSource", "detect_format", "load_object_info", "load_workflow"]
+__all__ = [
+    "WorkflowFormat",
+    "WorkflowSource",
+    "detect_format",
+    "load_object_info",
+    "load_workflow",
+    "normalize_ids",
+]
