@@ -26,7 +26,12 @@ from airflow_comfy.workflows.load import (
     load_workflow,
     normalize_ids,
 )
-from airflow_comfy.workflows.overrides import apply_overrides, find_nodes, resolve_node
+from airflow_comfy.workflows.overrides import (
+    apply_overrides,
+    apply_overrides_in_place,
+    find_nodes,
+    resolve_node,
+)
 
 
 def prepare_workflow(
@@ -40,18 +45,17 @@ def prepare_workflow(
     ``object_info`` (a GET /object_info body, or a file holding one) is required for web-UI saves;
     when given, it also lets overrides reject input names the node class does not declare.
     """
-    workflow = load_workflow(source)
+    # A mapping is read, not copied: conversion builds a new dict and apply_overrides copies its result.
+    workflow = source if isinstance(source, Mapping) else load_workflow(source)
     info = load_object_info(object_info) if object_info is not None else None
-    if detect_format(workflow) == "ui":
+    if detect_format(workflow) == "ui":  # also rejects what is not a workflow
         if info is None:
             raise ComfyUIWorkflowError(
                 "this workflow is a ComfyUI web UI save; converting it to the API format needs the "
                 "server's object_info (fetched from the server, or a saved object_info.json)"
             )
-        workflow = ui_to_api(workflow, info)
-    else:
-        workflow = normalize_ids(workflow)
-    return apply_overrides(workflow, overrides, object_info=info)
+        return apply_overrides_in_place(ui_to_api(workflow, info), overrides, object_info=info)  # all new
+    return apply_overrides(normalize_ids(workflow), overrides, object_info=info)
 
 
 __all__ = [

@@ -17,7 +17,8 @@ Follows ComfyUI_frontend's ``graphToPrompt`` (src/utils/executionUtil.ts) and
 - inputs linked to nodes that were not emitted (muted ones) are dropped; array widget values are
   wrapped as ``{"__value__": [...]}``.
 
-Invariant: the result is a new dict; every error is a ComfyUIWorkflowError naming the node (its
+Invariant: the result shares nothing with the arguments (every value in it is new), and neither
+argument is modified; every error is a ComfyUIWorkflowError naming the node (its
 execution id and type) and what could not be converted. Node ids inside subgraph instances are
 ``"<instance id>:<inner id>"``, like the frontend's.
 """

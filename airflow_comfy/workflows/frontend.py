@@ -110,23 +110,24 @@ def default_titles(class_type: str, node_def: Mapping[str, Any] | None = None) -
 
 
 def js_value(value: Any) -> Any:
-    """``value`` as it comes back from ``JSON.parse(JSON.stringify(value))`` in a browser.
+    """``value`` as it comes back from ``JSON.parse(JSON.stringify(value))`` in a browser: a copy.
 
     Whole floats become ints (``1.0`` -> ``1``), NaN and infinities become None; lists and dicts
-    are rebuilt only when something in them changes.
+    are new objects (nothing is shared with ``value``).
     """
+    kind = type(value)
+    if kind is str or kind is int or kind is bool or value is None:
+        return value
     if isinstance(value, float):
         if not math.isfinite(value):
             return None
         if value.is_integer() and abs(value) < _MAX_PLAIN_INTEGER:
             return int(value)
         return value
-    if isinstance(value, list):
-        items = [js_value(item) for item in value]
-        return value if all(a is b for a, b in zip(items, value, strict=True)) else items
-    if isinstance(value, dict):
-        pairs = {key: js_value(item) for key, item in value.items()}
-        return value if all(pairs[key] is value[key] for key in value) else pairs
+    if isinstance(value, list | tuple):
+        return [js_value(item) for item in value]
+    if isinstance(value, Mapping):
+        return {key: js_value(item) for key, item in value.items()}
     return value
 
 

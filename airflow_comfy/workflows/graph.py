@@ -20,7 +20,7 @@ from typing import Any
 
 from airflow_comfy.exceptions import ComfyUIWorkflowError
 from airflow_comfy.workflows._groups import GroupConfig, build_group_config, group_name
-from airflow_comfy.workflows.widgets import NodeLayout, node_layout, widget_values
+from airflow_comfy.workflows.widgets import NodeLayout, cached_layout, widget_values
 
 VIRTUAL_TYPES = frozenset({"Reroute", "PrimitiveNode", "Note", "MarkdownNote"})
 SUBGRAPH_INPUT_NODE = -10
@@ -205,7 +205,7 @@ def _plain_node(
     if not isinstance(node_def, Mapping):
         slots = [Slot(str(s.get("name")), s.get("type"), _link_id(s)) for s in _saved_inputs(node)]
         return ExecNode(exec_id, node, scope, "real", slots, saved_outputs, disabled=disabled)
-    layout = node_layout(node_def, node_type)
+    layout = cached_layout(node_def, node_type)
     outputs = list(node_def.get("output") or saved_outputs)
     return ExecNode(exec_id, node, scope, "real", _real_slots(layout, node), outputs, layout, disabled)
 

@@ -5,14 +5,14 @@ to ``{"class_type", "inputs", "_meta"}``; the *UI format* (what the web UI saves
 ``links`` lists. :func:`detect_format` tells them apart; :func:`load_workflow` parses any source and
 returns a fresh dict the caller may mutate.
 
-Invariant: everything returned here is a new object (never the caller's dict), and every failure is
+Invariant: every workflow returned here is a new object (never the caller's dict); an object_info
+is shared, never copied deeply and never modified (it is read only). Every failure is
 a :class:`~airflow_comfy.exceptions.ComfyUIWorkflowError` saying where the input came from (file
 path, or "JSON text") and, for bad JSON, the line and column.
 """
 
 from __future__ import annotations
 
-import copy
 import gzip
 import json
 from collections.abc import Mapping
@@ -88,10 +88,27 @@ def _looks_like_path(text: str) -> bool:
     return stripped.endswith((".json", ".json.gz")) or Path(stripped).is_file()
 
 
+def copy_json(value: Any) -> Any:
+    """A deep copy of JSON-shaped data (dicts, lists, scalars), several times faster than deepcopy.
+
+    Other containers (tuples, mappings of other types) are copied as dicts and lists; other objects
+    are shared, as they are immutable in JSON data.
+    """
+    if isinstance(value, dict):
+        return {key: copy_json(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [copy_json(item) for item in value]
+    if isinstance(value, Mapping):
+        return {key: copy_json(item) for key, item in value.items()}
+    if isinstance(value, tuple):
+        return [copy_json(item) for item in value]
+    return value
+
+
 def read_json_source(source: WorkflowSource, what: str = "workflow") -> Any:
     """Parse ``source`` (mapping, JSON text, or path) into a fresh Python object."""
     if isinstance(source, Mapping):
-        return copy.deepcopy(dict(source))
+        return copy_json(source)
     if isinstance(source, Path):
         return _read_file(source)
     if isinstance(source, bytes | bytearray):
@@ -112,6 +129,12 @@ def load_workflow(source: WorkflowSource) -> dict[str, Any]:
     obj = read_json_source(source, "workflow")
     detect_format(obj)
     return obj
+
+
+def _is_node_def(node_def: Any) -> bool:
+    if type(node_def) is dict:  # the common case, without the slower abstract-class check
+        return "input" in node_def
+    return isinstance(node_def, Mapping) and "input" in node_def
 
 
 def normalize_ids(api_workflow: Mapping[str, Any]) -> dict[str, Any]:
@@ -150,16 +173,17 @@ def _int_link(value: Any) -> bool:
 def load_object_info(source: WorkflowSource) -> dict[str, Any]:
     """A ``GET /object_info`` body from a dict, JSON text, or a (.json / .json.gz) file.
 
-    A recorded transcript (``{"request": ..., "response": {"body": {...}}}``) is unwrapped too.
+    A mapping is not copied (only its top level, shallowly): the workflow functions read object_info
+    and never modify it, so one parsed body serves every call. A recorded transcript
+    (``{"request": ..., "response": {"body": {...}}}``) is unwrapped too.
     """
-    obj = read_json_source(source, "object_info")
+    # A parsed body is used as it is: never copied (it is large) and never modified here or later.
+    obj = dict(source) if isinstance(source, Mapping) else read_json_source(source, "object_info")
     if isinstance(obj, Mapping) and isinstance(obj.get("response"), Mapping) and "body" in obj["response"]:
         obj = obj["response"]["body"]
     if not isinstance(obj, dict) or not obj:
         raise ComfyUIWorkflowError("object_info must be a non-empty JSON object mapping node classes")
-    bad = [
-        name for name, node_def in obj.items() if not isinstance(node_def, Mapping) or "input" not in node_def
-    ]
+    bad = [name for name, node_def in obj.items() if not _is_node_def(node_def)]
     if bad:
         raise ComfyUIWorkflowError(
             f"object_info entries without an 'input' section: {', '.join(sorted(bad)[:10])}; is this the "

@@ -17,7 +17,8 @@ have yet is allowed when no ``object_info`` is given (optional inputs are often 
 saved workflow), and, when ``object_info`` is given, only if the node class declares that input
 (required, optional or hidden); otherwise it is an error listing the valid names.
 
-Invariant: :func:`apply_overrides` never mutates its arguments; it returns a new workflow, or
+Invariant: :func:`apply_overrides` never mutates its arguments (``apply_overrides_in_place`` only
+its workflow); it returns a new workflow, or
 raises ComfyUIWorkflowError before changing anything when any override matches no node, matches
 several nodes, or names an unknown input. Error messages list the candidates.
 """
@@ -30,6 +31,7 @@ from typing import Any
 
 from airflow_comfy.exceptions import ComfyUIWorkflowError
 from airflow_comfy.workflows.frontend import default_titles
+from airflow_comfy.workflows.load import copy_json
 
 
 def _title(node: Mapping[str, Any]) -> str | None:
@@ -135,7 +137,19 @@ def apply_overrides(
     object_info: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """A copy of ``api_workflow`` with ``overrides`` applied (see the module docstring for keys)."""
-    result = copy.deepcopy(dict(api_workflow))
+    return apply_overrides_in_place(copy_json(api_workflow), overrides, object_info=object_info)
+
+
+def apply_overrides_in_place(
+    result: dict[str, Any],
+    overrides: Mapping[str, Any] | None,
+    *,
+    object_info: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """:func:`apply_overrides` on a workflow the caller owns (no copy); returns it.
+
+    Still all or nothing: every override is checked before the first is applied.
+    """
     if not overrides:
         return result
     if not isinstance(overrides, Mapping):

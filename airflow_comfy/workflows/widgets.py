@@ -21,7 +21,8 @@ the widget list exactly as the frontend does (ComfyUI_frontend, ``litegraphServi
   no slot in ``widgets_values``: saved values are matched, in order, to the other widgets only
   (``LGraphNode.configure``).
 
-Invariant: :func:`node_layout` is a pure function of one node definition; ``Widget.in_prompt`` is
+Invariant: :func:`node_layout` is a pure function of one node definition (so
+:func:`cached_layout` may remember it per definition object); ``Widget.in_prompt`` is
 True exactly for the widgets whose values the frontend puts into the API-format ``inputs``.
 """
 
@@ -115,11 +116,7 @@ class NodeLayout:
     widgets: tuple[Widget, ...]
     specs: Mapping[str, InputSpec]
     unsupported: tuple[InputSpec, ...] = ()
-
-    @property
-    def fixed(self) -> frozenset[str]:
-        """Names of the widgets that send a fixed value (nothing can set them)."""
-        return frozenset(w.name for w in self.widgets if w.extra is not None and w.extra.fixed)
+    fixed: frozenset[str] = frozenset()  # widgets that send a fixed value (nothing can set them)
 
 
 def combo_choices(spec: InputSpec) -> list[Any]:
@@ -131,9 +128,10 @@ def _flatten(name: str, raw: Any, optional: bool) -> InputSpec:
     if not isinstance(raw, list | tuple) or not raw:
         return InputSpec(name, "*", {}, optional)
     head = raw[0]
-    options = dict(raw[1]) if len(raw) > 1 and isinstance(raw[1], Mapping) else {}
-    if isinstance(head, list | tuple):  # legacy combo: the choices are the type
-        options.setdefault("options", list(head))
+    options: Mapping[str, Any] = raw[1] if len(raw) > 1 and isinstance(raw[1], Mapping) else {}
+    if isinstance(head, list | tuple):  # legacy combo: the choices are the type (shared, not copied)
+        if "options" not in options:
+            options = {**options, "options": head}
         return InputSpec(name, "COMBO", options, optional)
     return InputSpec(name, str(head), options, optional)
 
@@ -171,13 +169,14 @@ def ordered_specs(node_def: Mapping[str, Any], class_type: str = "") -> list[Inp
     if not isinstance(order, Mapping):
         return list(specs.values())
     result: list[InputSpec] = []
-    for name in order.get("required") or []:
-        if name in specs and not specs[name].optional and specs[name] not in result:
-            result.append(specs[name])
-    for name in order.get("optional") or []:
-        if name in specs and specs[name].optional and specs[name] not in result:
-            result.append(specs[name])
-    result.extend(spec for spec in specs.values() if spec not in result)
+    placed: set[str] = set()
+    for optional, names in ((False, order.get("required") or []), (True, order.get("optional") or [])):
+        for name in names:
+            spec = specs.get(name)
+            if spec is not None and spec.optional == optional and name not in placed:
+                result.append(spec)
+                placed.add(name)
+    result.extend(spec for name, spec in specs.items() if name not in placed)
     return result
 
 
@@ -192,6 +191,27 @@ def _upload_input(required: Mapping[str, Any], class_type: str) -> list[Any] | N
         if spec.type == "COMBO":
             return ["IMAGEUPLOAD", {**spec.options, "imageInputName": fallback}]
     return None
+
+
+_LAYOUTS: dict[tuple[int, str], tuple[Mapping[str, Any], NodeLayout]] = {}
+_LAYOUTS_MAX = 4096
+
+
+def cached_layout(node_def: Mapping[str, Any], class_type: str) -> NodeLayout:
+    """:func:`node_layout`, remembered per definition object (object_info is read only, never changed).
+
+    Keyed by the definition's identity, and the entry keeps the definition alive so the identity
+    cannot be reused; bounded (cleared when full), so it never holds more than a few catalogues.
+    """
+    key = (id(node_def), class_type)
+    hit = _LAYOUTS.get(key)
+    if hit is not None and hit[0] is node_def:
+        return hit[1]
+    layout = node_layout(node_def, class_type)
+    if len(_LAYOUTS) >= _LAYOUTS_MAX:
+        _LAYOUTS.clear()
+    _LAYOUTS[key] = (node_def, layout)
+    return layout
 
 
 def node_layout(node_def: Mapping[str, Any], class_type: str = "") -> NodeLayout:
@@ -227,6 +247,7 @@ def node_layout(node_def: Mapping[str, Any], class_type: str = "") -> NodeLayout
         widgets=tuple(widgets),
         specs={spec.name: spec for spec in specs},
         unsupported=tuple(unsupported),
+        fixed=frozenset(w.name for w in widgets if w.extra is not None and w.extra.fixed),
     )
 
 

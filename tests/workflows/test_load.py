@@ -114,3 +114,20 @@ def test_native_rendering_passes_validation(object_info):
                 node["inputs"][name] = [int(value[0]), value[1]]
     result = validate_prompt(prepare_workflow(native, object_info=object_info), object_info)
     assert not [e for entry in result.node_errors.values() for e in entry["errors"] if "ckpt" not in str(e)]
+
+
+def test_prepare_workflow_reads_object_info_and_the_workflow_without_changing_them(object_info, ui):
+    """object_info is shared, never copied or modified; the result shares nothing with the inputs."""
+    workflow = ui("flux_kontext_dev_basic")
+    info_before = json.dumps(object_info, sort_keys=True)
+    workflow_before = json.dumps(workflow, sort_keys=True)
+    api = prepare_workflow(workflow, object_info=object_info, overrides={"142.image": "x.png [output]"})
+    api["142"]["inputs"]["image"] = "changed"
+    for node in api.values():
+        for value in node["inputs"].values():
+            if isinstance(value, list):
+                value.append("changed")
+    assert json.dumps(object_info, sort_keys=True) == info_before
+    assert json.dumps(workflow, sort_keys=True) == workflow_before
+    assert load_object_info(object_info) is not object_info  # a shallow top level, the entries shared
+    assert load_object_info(object_info)["KSampler"] is object_info["KSampler"]
