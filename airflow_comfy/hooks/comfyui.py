@@ -470,6 +470,21 @@ class ComfyUIHook(BaseHook):
                 handle.close()
         return {k: str(answer.get(k, "")) for k in ("name", "subfolder", "type")}
 
+    def get_userdata(self, path: str) -> bytes:
+        """GET /userdata/{path}: a file the web UI saved for the user (``workflows/a.json``), as bytes.
+
+        A missing file raises :class:`ComfyUIHTTPError` with ``status_code`` 404.
+        """
+        from airflow_comfy.hooks.userdata import UserDataClient
+
+        return UserDataClient(self.transport).get_userdata(path)
+
+    def list_userdata(self, directory: str = "workflows") -> list[str]:
+        """GET /userdata?dir=...&recurse=true: the files under ``directory``, relative to it, sorted."""
+        from airflow_comfy.hooks.userdata import UserDataClient
+
+        return UserDataClient(self.transport).list_userdata(directory)
+
     # --- WebSocket and waiting --------------------------------------------------------------------
 
     def websocket(self, client_id: str) -> ComfyUIWebSocket:

@@ -32,6 +32,16 @@ from airflow_comfy.workflows.overrides import (
     find_nodes,
     resolve_node,
 )
+from airflow_comfy.workflows.saved import (
+    SHA256_XCOM_KEY,
+    SavedWorkflow,
+    is_saved_source,
+    load_saved_workflow,
+    resolve_source,
+    saved_identity,
+    saved_path,
+    saved_record,
+)
 
 
 def prepare_workflow(
@@ -59,16 +69,24 @@ def prepare_workflow(
 
 
 __all__ = [
+    "SHA256_XCOM_KEY",
+    "SavedWorkflow",
     "WorkflowFormat",
     "WorkflowSource",
     "apply_overrides",
     "detect_format",
     "find_cycle",
     "find_nodes",
+    "is_saved_source",
     "load_object_info",
+    "load_saved_workflow",
     "load_workflow",
     "normalize_ids",
     "prepare_workflow",
     "resolve_node",
+    "resolve_source",
+    "saved_identity",
+    "saved_path",
+    "saved_record",
     "ui_to_api",
 ]

@@ -22,6 +22,7 @@ from typing import Any, Literal
 from airflow_comfy.exceptions import ComfyUIWorkflowError
 
 WorkflowFormat = Literal["api", "ui"]
+SAVED_SCHEME = "comfyui://"  # a workflow saved on the server: see workflows/saved.py
 WorkflowSource = Mapping[str, Any] | str | Path
 
 
@@ -114,6 +115,11 @@ def read_json_source(source: WorkflowSource, what: str = "workflow") -> Any:
     if isinstance(source, bytes | bytearray):
         source = bytes(source).decode("utf-8-sig")
     if isinstance(source, str):
+        if source.strip().startswith(SAVED_SCHEME):
+            raise ComfyUIWorkflowError(
+                f"{source.strip()!r} is a workflow saved on a ComfyUI server: it is read from that server "
+                "(load_saved_workflow(hook, source), as the operator and the CLI with --url do)"
+            )
         if _looks_like_path(source):
             return _read_file(Path(source.strip()))
         if not source.strip():
