@@ -104,18 +104,19 @@ def load_saved_workflow(userdata: UserData, source: str, *, where: str = "the se
 
 
 def _missing_message(userdata: UserData, path: str, where: str) -> str:
-    saved = [f"{WORKFLOWS_DIR}/{name}" for name in userdata.list_userdata(WORKFLOWS_DIR)]
+    names = userdata.list_userdata(WORKFLOWS_DIR)
     message = f"no workflow is saved as {path} on {where}"
-    if not saved:
+    if not names:
         return message + " (it has no saved workflows)"
-    close = difflib.get_close_matches(path, saved, n=CLOSE_NAMES, cutoff=0.5)
-    stem = posixpath.splitext(posixpath.basename(path))[0].lower()
-    close += [name for name in saved if stem in name.lower() and name not in close][
-        : CLOSE_NAMES - len(close)
-    ]
+    wanted = path[len(WORKFLOWS_DIR) + 1 :]
+    close = difflib.get_close_matches(wanted, names, n=CLOSE_NAMES, cutoff=0.6)
+    stem = posixpath.splitext(posixpath.basename(wanted))[0].lower()
+    containing = [name for name in names if stem in name.lower() and name not in close]
+    close += containing[: CLOSE_NAMES - len(close)]
+    shown = [f"{WORKFLOWS_DIR}/{name}" for name in (close or names[:20])]
     if close:
-        return message + "; did you mean: " + ", ".join(close) + f"? ({len(saved)} saved workflows)"
-    return message + f"; saved workflows: {', '.join(saved[:20])}" + (" ..." if len(saved) > 20 else "")
+        return message + "; did you mean: " + ", ".join(shown) + f"? ({len(names)} saved workflows)"
+    return message + "; saved workflows: " + ", ".join(shown) + (" ..." if len(names) > 20 else "")
 
 
 def resolve_source(
