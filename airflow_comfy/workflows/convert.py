@@ -362,11 +362,13 @@ def _ui_to_api(ui_workflow: Mapping[str, Any], object_info: Mapping[str, Any]) -
         assert entry.layout is not None
         values = widget_values(entry.layout, entry.node.get("widgets_values"))
         fixed = entry.layout.fixed
-        for name, value in pushed.get(entry.exec_id, {}).items():
+        for name, value in (pushed.get(entry.exec_id) or {}).items():
             if name in values and name not in fixed:
                 values[name] = value
         inputs = {name: _wrap(value) for name, value in values.items()}
         for index, slot in enumerate(entry.inputs):
+            if slot.link is None:  # nothing to follow (resolve_input would answer None)
+                continue
             resolved = resolver.resolve_input(entry, index, set())
             if resolved is None:
                 continue

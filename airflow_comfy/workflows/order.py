@@ -26,8 +26,10 @@ def execution_order(scope: Scope) -> list[str]:
     remaining: dict[str, int] = {}
     ready: deque[str] = deque()
     for node_id, node in scope.nodes.items():
-        slots = [slot for slot in node.get("inputs") or [] if isinstance(slot, Mapping)]
-        linked = sum(1 for slot in slots if slot.get("link") is not None)
+        linked = 0
+        for slot in node.get("inputs") or ():
+            if type(slot) is dict and slot.get("link") is not None:
+                linked += 1
         if linked:
             remaining[node_id] = linked
         else:
@@ -42,7 +44,7 @@ def execution_order(scope: Scope) -> list[str]:
         for output in scope.nodes[node_id].get("outputs") or []:
             links = output.get("links") if isinstance(output, Mapping) else None
             for link_id in links or []:
-                link = scope.links.get(_int(link_id))
+                link = scope.links.get(link_id if type(link_id) is int else _int(link_id))
                 if link is None or link.id in visited:
                     continue
                 visited.add(link.id)

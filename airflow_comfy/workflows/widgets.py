@@ -117,6 +117,7 @@ class NodeLayout:
     specs: Mapping[str, InputSpec]
     unsupported: tuple[InputSpec, ...] = ()
     fixed: frozenset[str] = frozenset()  # widgets that send a fixed value (nothing can set them)
+    input_names: frozenset[str] = frozenset()  # names of ``inputs``
 
 
 def combo_choices(spec: InputSpec) -> list[Any]:
@@ -244,6 +245,7 @@ def node_layout(node_def: Mapping[str, Any], class_type: str = "") -> NodeLayout
     widgets.extend(_extra(extra) for extra in NODE_CREATED_WIDGETS.get(class_type, ()))
     return NodeLayout(
         inputs=tuple(sockets + widget_inputs),
+        input_names=frozenset(spec.name for spec in sockets + widget_inputs),
         widgets=tuple(widgets),
         specs={spec.name: spec for spec in specs},
         unsupported=tuple(unsupported),
