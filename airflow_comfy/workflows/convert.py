@@ -365,7 +365,7 @@ def _ui_to_api(ui_workflow: Mapping[str, Any], object_info: Mapping[str, Any]) -
         for name, value in (pushed.get(entry.exec_id) or {}).items():
             if name in values and name not in fixed:
                 values[name] = value
-        inputs = {name: _wrap(value) for name, value in values.items()}
+        inputs = {name: js_value(_wrap(value)) for name, value in values.items()}  # copies, as JSON would
         for index, slot in enumerate(entry.inputs):
             if slot.link is None:  # nothing to follow (resolve_input would answer None)
                 continue
@@ -373,9 +373,9 @@ def _ui_to_api(ui_workflow: Mapping[str, Any], object_info: Mapping[str, Any]) -
             if resolved is None:
                 continue
             kind, target, origin_slot = resolved
-            inputs[slot.name] = _wrap(target) if kind == "value" else [str(target), int(origin_slot)]
+            linked = [str(target), int(origin_slot)]
+            inputs[slot.name] = js_value(_wrap(target)) if kind == "value" else linked
         title = entry.node.get("title") or node_title(entry.type, object_info.get(entry.type))
-        inputs = {name: js_value(value) for name, value in inputs.items()}
         output[entry.exec_id] = {"inputs": inputs, "class_type": entry.type, "_meta": {"title": title}}
     for node in output.values():
         for name, value in list(node["inputs"].items()):
