@@ -29,7 +29,7 @@ MUTED = 2
 BYPASSED = 4
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Link:
     """One link of a scope: ``origin_id``/``origin_slot`` feed ``target_id``/``target_slot``."""
 
@@ -41,7 +41,7 @@ class Link:
     type: Any
 
 
-@dataclass
+@dataclass(slots=True)
 class Slot:
     """One input slot of a node instance, in the frontend's slot order."""
 
@@ -50,7 +50,7 @@ class Slot:
     link: int | None
 
 
-@dataclass
+@dataclass(slots=True)
 class Scope:
     """The root graph, or one instance of a subgraph definition."""
 
@@ -61,7 +61,7 @@ class Scope:
     definition: Mapping[str, Any] | None = None
 
 
-@dataclass
+@dataclass(slots=True)
 class ExecNode:
     """A node with its execution id and what the frontend derives from its definition."""
 
