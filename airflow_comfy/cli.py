@@ -2,6 +2,10 @@
 
     airflow-comfy convert UI.json [--object-info FILE | --url URL] [-o OUT.json]
     airflow-comfy validate WORKFLOW.json --url URL [--override KEY=JSON ...]
+    airflow-comfy list --url URL
+
+A workflow saved on the server from the web UI is named ``comfyui://workflows/<name>.json`` (read
+from the server given with ``--url``); ``list`` shows the saved workflows of a server.
 
 ``validate`` converts the workflow if needed and checks it against the server's ``/object_info``
 the way POST /prompt would, without submitting anything.
@@ -70,11 +74,46 @@ def _object_info(args: argparse.Namespace) -> dict[str, Any] | None:
     return None
 
 
+def _userdata(url: str) -> Any:
+    """Reads the server's user data (saved workflows) over the hooks' transport, without Airflow."""
+    from airflow_comfy.hooks.connection import ComfyUISettings
+    from airflow_comfy.hooks.transport import Transport
+    from airflow_comfy.hooks.userdata import UserDataClient
+
+    return UserDataClient(Transport(ComfyUISettings(conn_id="cli", base_url=url.rstrip("/"), max_retries=1)))
+
+
+def _workflow(args: argparse.Namespace) -> Any:
+    """The workflow argument: a file, or a ``comfyui://`` workflow saved on the ``--url`` server."""
+    from airflow_comfy.protocol.urls import redact_url
+    from airflow_comfy.workflows import is_saved_source, load_saved_workflow
+
+    if not is_saved_source(args.workflow):
+        return Path(args.workflow)
+    if not getattr(args, "url", None):
+        raise ComfyUIWorkflowError(
+            f"{args.workflow} is saved on a server: add --url URL to read it from there"
+        )
+    saved = load_saved_workflow(_userdata(args.url), args.workflow, where=redact_url(args.url))
+    print(f"{saved.source} sha256 {saved.sha256}", file=sys.stderr)
+    return saved.workflow
+
+
+def _list(args: argparse.Namespace) -> int:
+    from airflow_comfy.workflows.saved import SCHEME
+
+    names = _userdata(args.url).list_userdata("workflows")
+    for name in names:
+        print(f"{SCHEME}workflows/{name}")
+    print(f"{len(names)} saved workflows", file=sys.stderr)
+    return EXIT_OK
+
+
 def _convert(args: argparse.Namespace) -> int:
     from airflow_comfy.workflows import prepare_workflow
 
     api = prepare_workflow(
-        Path(args.workflow), object_info=_object_info(args), overrides=_parse_overrides(args.override)
+        _workflow(args), object_info=_object_info(args), overrides=_parse_overrides(args.override)
     )
     text = json.dumps(api, indent=2, ensure_ascii=False) + "\n"
     if args.output:
@@ -92,7 +131,7 @@ def _validate(args: argparse.Namespace) -> int:
 
     info = _object_info(args)
     assert info is not None
-    api = prepare_workflow(Path(args.workflow), object_info=info, overrides=_parse_overrides(args.override))
+    api = prepare_workflow(_workflow(args), object_info=info, overrides=_parse_overrides(args.override))
     result = validate_prompt(api, info)
     if result.ok:
         print(f"OK: {len(api)} nodes, outputs {', '.join(result.good_outputs)}")
@@ -105,14 +144,20 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="airflow-comfy", description="ComfyUI workflow tools.")
     commands = parser.add_subparsers(dest="command", required=True)
     convert = commands.add_parser("convert", help="convert a web-UI workflow to API-format JSON")
-    convert.add_argument("workflow", help="workflow file (web UI save or API format)")
+    convert.add_argument(
+        "workflow", help="workflow file (web UI save or API format) or comfyui://workflows/…"
+    )
     source = convert.add_mutually_exclusive_group()
     source.add_argument("--object-info", help="saved GET /object_info JSON (.json or .json.gz)")
     source.add_argument("--url", help="ComfyUI server URL to fetch /object_info from")
     convert.add_argument("-o", "--output", help="write the API JSON here instead of stdout")
     validate = commands.add_parser("validate", help="check a workflow against a server's node definitions")
-    validate.add_argument("workflow", help="workflow file (web UI save or API format)")
+    validate.add_argument(
+        "workflow", help="workflow file (web UI save or API format) or comfyui://workflows/…"
+    )
     validate.add_argument("--url", required=True, help="ComfyUI server URL")
+    listing = commands.add_parser("list", help="list the workflows saved on a server (web UI 'Save')")
+    listing.add_argument("--url", required=True, help="ComfyUI server URL")
     for sub in (convert, validate):
         sub.add_argument(
             "--override",
@@ -129,7 +174,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        return _convert(args) if args.command == "convert" else _validate(args)
+        handlers = {"convert": _convert, "validate": _validate, "list": _list}
+        return handlers[args.command](args)
     except ComfyUIWorkflowError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_INVALID

@@ -44,10 +44,17 @@ from airflow_comfy.exceptions import (
 from airflow_comfy.lineage import record_output_lineage
 from airflow_comfy.outputs import collect_paths, output_records
 from airflow_comfy.prepare import prepare_for
+from airflow_comfy.protocol import urls
 from airflow_comfy.protocol.ids import deterministic_prompt_id, new_client_id
 from airflow_comfy.protocol.states import PromptState, PromptStatus
 from airflow_comfy.protocol.waiting import Verdict, WaitOutcome
-from airflow_comfy.workflows import load_workflow
+from airflow_comfy.workflows import (
+    SHA256_XCOM_KEY,
+    SavedWorkflow,
+    resolve_source,
+    saved_identity,
+    saved_record,
+)
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -114,9 +121,11 @@ class PromptRun:
         self.hook, self.context, self.log, self.options = hook, context, log, options
         self.stop_signal = stop or threading.Event()
         self.source: dict[str, Any] | None = None
+        self.saved: SavedWorkflow | None = None  # a workflow saved on the server (comfyui://...)
         if workflow is not None:
-            with fail_fast():
-                self.source = load_workflow(workflow)
+            with fail_fast():  # a saved workflow is read from the default server, fresh every run
+                where = urls.redact_url(hook.base_url)
+                self.source, self.saved = resolve_source(workflow, hook.client(), where=where)
         self.prompt_id = options.prompt_id or task_prompt_id(context, self.work_identity())
         self.client: ComfyUIClient | None = None
         self._workflow: Mapping[str, Any] | None = None
@@ -127,10 +136,13 @@ class PromptRun:
     def work_identity(self) -> dict[str, Any]:
         """What the prompt id is derived from: the workflow as given, the overrides, the input files.
 
-        Taken before conversion and uploads, so it is the same whichever server of a pool is used.
+        Taken before conversion and uploads, so it is the same whichever server of a pool is used. A
+        workflow saved on the server stands for itself by its path and content hash: a re-saved
+        workflow is new work, a retry of the same version attaches.
         """
         inputs = {str(k): os.fspath(v) for k, v in (self.options.inputs or {}).items()}
-        return {"workflow": self.source, "overrides": dict(self.options.overrides or {}), "inputs": inputs}
+        workflow = saved_identity(self.saved) if self.saved is not None else self.source
+        return {"workflow": workflow, "overrides": dict(self.options.overrides or {}), "inputs": inputs}
 
     # --- starting -----------------------------------------------------------------------------------
 
@@ -162,6 +174,8 @@ class PromptRun:
             self.submit()
             status = None
         xcoms.push_prompt_xcoms(self.context, self.base_url, self.prompt_id)
+        if self.saved is not None:
+            self.context["ti"].xcom_push(key=SHA256_XCOM_KEY, value=self.saved.sha256)
         return status
 
     def attach(self, *, strict: bool = True) -> PromptStatus:
@@ -291,10 +305,24 @@ class PromptRun:
         if outcome.verdict is Verdict.TIMED_OUT:
             self.cancel("the wait timed out")
         if outcome.verdict is Verdict.LOST and self.options.resubmit_if_lost and not resubmitted:
+            self._same_saved_version()
             self.log.warning("Prompt %s was lost by the server; submitting it once more", self.prompt_id)
             self.submit()
             return None
         return outcome.result()
+
+    def _same_saved_version(self) -> None:
+        """Before resubmitting after a deferral: the saved workflow must be the version first submitted."""
+        if self.saved is None:
+            return
+        ti = self.context["ti"]
+        first = ti.xcom_pull(task_ids=ti.task_id, key=SHA256_XCOM_KEY) if hasattr(ti, "xcom_pull") else None
+        if first and first != self.saved.sha256:
+            raise AirflowFailException(
+                f"The workflow {self.saved.source} was saved again since prompt {self.prompt_id} was "
+                "submitted (its content hash changed): not submitting another version under the same "
+                "prompt id. Run the task again to run the new version."
+            )
 
     # --- stopping -----------------------------------------------------------------------------------
 
@@ -337,6 +365,8 @@ class PromptRun:
             self.log.info("  %s", path)
         record_output_lineage(self.hook, paths, records, downloaded=output_dir is not None)
         extra = xcoms.asset_event_extra(status.prompt_id, paths, records, client.base_url)
+        if self.saved is not None:
+            extra.update(saved_record(self.saved))
         for asset in xcoms.emit_asset_events(self.context, extra):
             self.log.info("Asset event for %s: prompt %s, %d file(s)", asset, status.prompt_id, len(paths))
         return paths

@@ -30,6 +30,7 @@ from airflow_comfy.exceptions import ComfyUIError, ComfyUIHTTPError
 from airflow_comfy.hooks import catalog, downloads
 from airflow_comfy.hooks.connection import ComfyUISettings
 from airflow_comfy.hooks.transport import Transport
+from airflow_comfy.hooks.userdata import UserDataClient
 from airflow_comfy.hooks.waiting import PromptWaiter
 from airflow_comfy.hooks.websocket import ComfyUIWebSocket
 from airflow_comfy.protocol import errors, flows, urls
@@ -258,6 +259,17 @@ class ComfyUIClient:
             if owned is not None:
                 owned.close()
         return {k: str(answer.get(k, "")) for k in ("name", "subfolder", "type")}
+
+    def get_userdata(self, path: str) -> bytes:
+        """GET /userdata/{path}: a file the web UI saved for the user (``workflows/a.json``), as bytes.
+
+        A missing file raises :class:`ComfyUIHTTPError` with ``status_code`` 404.
+        """
+        return UserDataClient(self.transport).get_userdata(path)
+
+    def list_userdata(self, directory: str = "workflows") -> list[str]:
+        """GET /userdata?dir=...&recurse=true: the files under ``directory``, relative to it, sorted."""
+        return UserDataClient(self.transport).list_userdata(directory)
 
     # --- WebSocket and waiting ----------------------------------------------------------------------
 

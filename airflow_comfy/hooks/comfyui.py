@@ -191,7 +191,7 @@ DEFAULT_SERVER_API = (
     "get_history", "get_queue", "get_queue_remaining", "get_prompt_status", "get_object_info",
     "get_system_stats", "get_features", "supports_jobs_api", "delete_from_queue", "clear_queue",
     "delete_history", "clear_history", "interrupt", "free", "cancel_prompt", "view", "view_url",
-    "download", "upload_image", "websocket", "wait_for_prompt",
+    "download", "upload_image", "get_userdata", "list_userdata", "websocket", "wait_for_prompt",
 )  # fmt: skip
 for _name in DEFAULT_SERVER_API:
     setattr(ComfyUIHook, _name, _on_default_server(_name))

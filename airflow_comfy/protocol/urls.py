@@ -27,6 +27,7 @@ OBJECT_INFO = "/object_info"
 SYSTEM_STATS = "/system_stats"
 FEATURES = "/features"
 WS = "/ws"
+USERDATA = "/userdata"  # files the web UI saves for the user (workflows/...), ComfyUI's app/user_manager.py
 # ComfyUI >= 0.4 only; probe before use (protocol.flows.probe_jobs_api). Only under /api.
 JOBS = "/api/jobs"
 _API = "/api"
@@ -42,6 +43,11 @@ def history_path(prompt_id: str | None = None) -> str:
 def object_info_path(node_class: str | None = None) -> str:
     """``/object_info`` or ``/object_info/<node_class>``."""
     return OBJECT_INFO if node_class is None else f"{OBJECT_INFO}/{quote(node_class, safe='')}"
+
+
+def userdata_path(path: str) -> str:
+    """``/userdata/<path>`` with the whole path as one segment (``/`` sent as ``%2F``, as ComfyUI needs)."""
+    return f"{USERDATA}/{quote(path, safe='')}"
 
 
 def job_path(prompt_id: str | None = None, action: str | None = None) -> str:

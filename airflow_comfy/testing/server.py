@@ -35,6 +35,7 @@ from airflow_comfy.testing.faults import INTERNAL_ERROR_TEXT, Faults
 from airflow_comfy.testing.files import Folders, inside
 from airflow_comfy.testing.hub import SERVER_FEATURES, Hub
 from airflow_comfy.testing.nodes import custom_validators
+from airflow_comfy.testing.userdata import UserDataRoutes
 
 MAX_UPLOAD_SIZE = 104857600
 MODEL_FOLDERS = [
@@ -147,6 +148,7 @@ def make_app(state: StandInState) -> web.Application:
         ("POST", urls.QUEUE, routes.post_queue),
         ("POST", urls.INTERRUPT, routes.interrupt),
         ("POST", urls.FREE, routes.free),
+        *UserDataRoutes(state.folders.base).table(),
     ]
     for method, path, handler in table:
         app.router.add_route(method, "/api" + path, handler)

@@ -17,7 +17,8 @@ Follows ComfyUI_frontend's ``graphToPrompt`` (src/utils/executionUtil.ts) and
 - inputs linked to nodes that were not emitted (muted ones) are dropped; array widget values are
   wrapped as ``{"__value__": [...]}``.
 
-Invariant: the result is a new dict; every error is a ComfyUIWorkflowError naming the node (its
+Invariant: the result shares nothing with the arguments (every value in it is new), and neither
+argument is modified; every error is a ComfyUIWorkflowError naming the node (its
 execution id and type) and what could not be converted. Node ids inside subgraph instances are
 ``"<instance id>:<inner id>"``, like the frontend's.
 """
@@ -28,6 +29,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from airflow_comfy.exceptions import ComfyUIWorkflowError
+from airflow_comfy.workflows.frontend import js_value, node_title
 from airflow_comfy.workflows.graph import (
     BYPASSED,
     MUTED,
@@ -39,6 +41,7 @@ from airflow_comfy.workflows.graph import (
     proxy_widget_values,
 )
 from airflow_comfy.workflows.load import detect_format
+from airflow_comfy.workflows.order import prompt_order
 from airflow_comfy.workflows.widgets import is_valid_connection, widget_values
 
 Resolved = tuple[str, Any, int]  # ("link", exec_id, slot) or ("value", value, -1)
@@ -358,18 +361,21 @@ def _ui_to_api(ui_workflow: Mapping[str, Any], object_info: Mapping[str, Any]) -
             continue
         assert entry.layout is not None
         values = widget_values(entry.layout, entry.node.get("widgets_values"))
-        for name, value in pushed.get(entry.exec_id, {}).items():
-            if name in values:
+        fixed = entry.layout.fixed
+        for name, value in (pushed.get(entry.exec_id) or {}).items():
+            if name in values and name not in fixed:
                 values[name] = value
-        inputs = {name: _wrap(value) for name, value in values.items()}
+        inputs = {name: js_value(_wrap(value)) for name, value in values.items()}  # copies, as JSON would
         for index, slot in enumerate(entry.inputs):
+            if slot.link is None:  # nothing to follow (resolve_input would answer None)
+                continue
             resolved = resolver.resolve_input(entry, index, set())
             if resolved is None:
                 continue
             kind, target, origin_slot = resolved
-            inputs[slot.name] = _wrap(target) if kind == "value" else [str(target), int(origin_slot)]
-        node_def = object_info.get(entry.type) or {}
-        title = entry.node.get("title") or node_def.get("display_name") or entry.type
+            linked = [str(target), int(origin_slot)]
+            inputs[slot.name] = js_value(_wrap(target)) if kind == "value" else linked
+        title = entry.node.get("title") or node_title(entry.type, object_info.get(entry.type))
         output[entry.exec_id] = {"inputs": inputs, "class_type": entry.type, "_meta": {"title": title}}
     for node in output.values():
         for name, value in list(node["inputs"].items()):
@@ -377,6 +383,7 @@ def _ui_to_api(ui_workflow: Mapping[str, Any], object_info: Mapping[str, Any]) -
                 del node["inputs"][name]
     if not output:
         raise ComfyUIWorkflowError("the workflow has no nodes to run (all are notes, muted or bypassed)")
+    output = {exec_id: output[exec_id] for exec_id in prompt_order(ordered, ordered[0].scope, list(output))}
     cycle = find_cycle(output)
     if cycle:
         raise ComfyUIWorkflowError(

@@ -20,7 +20,7 @@ from typing import Any
 
 from airflow_comfy.exceptions import ComfyUIWorkflowError
 from airflow_comfy.workflows._groups import GroupConfig, build_group_config, group_name
-from airflow_comfy.workflows.widgets import NodeLayout, node_layout, widget_values
+from airflow_comfy.workflows.widgets import NodeLayout, cached_layout, widget_values
 
 VIRTUAL_TYPES = frozenset({"Reroute", "PrimitiveNode", "Note", "MarkdownNote"})
 SUBGRAPH_INPUT_NODE = -10
@@ -29,7 +29,7 @@ MUTED = 2
 BYPASSED = 4
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Link:
     """One link of a scope: ``origin_id``/``origin_slot`` feed ``target_id``/``target_slot``."""
 
@@ -41,7 +41,7 @@ class Link:
     type: Any
 
 
-@dataclass
+@dataclass(slots=True)
 class Slot:
     """One input slot of a node instance, in the frontend's slot order."""
 
@@ -50,7 +50,7 @@ class Slot:
     link: int | None
 
 
-@dataclass
+@dataclass(slots=True)
 class Scope:
     """The root graph, or one instance of a subgraph definition."""
 
@@ -61,7 +61,7 @@ class Scope:
     definition: Mapping[str, Any] | None = None
 
 
-@dataclass
+@dataclass(slots=True)
 class ExecNode:
     """A node with its execution id and what the frontend derives from its definition."""
 
@@ -94,6 +94,8 @@ class ExecNode:
 
 
 def _link(raw: Any) -> Link:
+    if type(raw) is list and len(raw) >= 5:  # the usual form, checked first (cheaper than a Mapping test)
+        return Link(int(raw[0]), raw[1], int(raw[2]), raw[3], int(raw[4]), raw[5] if len(raw) > 5 else None)
     if isinstance(raw, Mapping):
         return Link(
             int(raw["id"]),
@@ -111,9 +113,9 @@ def _link(raw: Any) -> Link:
 def _scope(graph: Mapping[str, Any], path: tuple[str, ...], owner: ExecNode | None, where: str) -> Scope:
     nodes: dict[str, dict[str, Any]] = {}
     for node in graph.get("nodes") or []:
-        if not isinstance(node, Mapping) or "id" not in node or "type" not in node:
+        if not (type(node) is dict or isinstance(node, Mapping)) or "id" not in node or "type" not in node:
             raise ComfyUIWorkflowError(f"{where}: every node needs an 'id' and a 'type', got {node!r:.120}")
-        nodes[str(node["id"])] = dict(node)
+        nodes[str(node["id"])] = node if type(node) is dict else dict(node)  # read, never changed
     links: dict[int, Link] = {}
     for raw in graph.get("links") or []:
         if raw is None:
@@ -127,15 +129,14 @@ def _scope(graph: Mapping[str, Any], path: tuple[str, ...], owner: ExecNode | No
 
 
 def _saved_inputs(node: Mapping[str, Any]) -> list[Mapping[str, Any]]:
-    return [slot for slot in node.get("inputs") or [] if isinstance(slot, Mapping)]
+    return [slot for slot in node.get("inputs") or () if type(slot) is dict or isinstance(slot, Mapping)]
 
 
 def _real_slots(layout: NodeLayout, node: Mapping[str, Any]) -> list[Slot]:
     saved = {str(slot.get("name")): slot for slot in _saved_inputs(node)}
     slots = [Slot(spec.name, spec.type, _link_id(saved.get(spec.name))) for spec in layout.inputs]
-    known = {spec.name for spec in layout.inputs}
     for name, slot in saved.items():  # inputs added at runtime by frontend extensions (dynamic inputs)
-        if name not in known and slot.get("link") is not None:
+        if name not in layout.input_names and slot.get("link") is not None:
             slots.append(Slot(name, slot.get("type"), _link_id(slot)))
     return slots
 
@@ -205,7 +206,7 @@ def _plain_node(
     if not isinstance(node_def, Mapping):
         slots = [Slot(str(s.get("name")), s.get("type"), _link_id(s)) for s in _saved_inputs(node)]
         return ExecNode(exec_id, node, scope, "real", slots, saved_outputs, disabled=disabled)
-    layout = node_layout(node_def, node_type)
+    layout = cached_layout(node_def, node_type)
     outputs = list(node_def.get("output") or saved_outputs)
     return ExecNode(exec_id, node, scope, "real", _real_slots(layout, node), outputs, layout, disabled)
 

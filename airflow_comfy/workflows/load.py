@@ -5,14 +5,14 @@ to ``{"class_type", "inputs", "_meta"}``; the *UI format* (what the web UI saves
 ``links`` lists. :func:`detect_format` tells them apart; :func:`load_workflow` parses any source and
 returns a fresh dict the caller may mutate.
 
-Invariant: everything returned here is a new object (never the caller's dict), and every failure is
+Invariant: every workflow returned here is a new object (never the caller's dict); an object_info
+is shared, never copied deeply and never modified (it is read only). Every failure is
 a :class:`~airflow_comfy.exceptions.ComfyUIWorkflowError` saying where the input came from (file
 path, or "JSON text") and, for bad JSON, the line and column.
 """
 
 from __future__ import annotations
 
-import copy
 import gzip
 import json
 from collections.abc import Mapping
@@ -22,6 +22,7 @@ from typing import Any, Literal
 from airflow_comfy.exceptions import ComfyUIWorkflowError
 
 WorkflowFormat = Literal["api", "ui"]
+SAVED_SCHEME = "comfyui://"  # a workflow saved on the server: see workflows/saved.py
 WorkflowSource = Mapping[str, Any] | str | Path
 
 
@@ -88,15 +89,37 @@ def _looks_like_path(text: str) -> bool:
     return stripped.endswith((".json", ".json.gz")) or Path(stripped).is_file()
 
 
+def copy_json(value: Any) -> Any:
+    """A deep copy of JSON-shaped data (dicts, lists, scalars), several times faster than deepcopy.
+
+    Other containers (tuples, mappings of other types) are copied as dicts and lists; other objects
+    are shared, as they are immutable in JSON data.
+    """
+    if isinstance(value, dict):
+        return {key: copy_json(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [copy_json(item) for item in value]
+    if isinstance(value, Mapping):
+        return {key: copy_json(item) for key, item in value.items()}
+    if isinstance(value, tuple):
+        return [copy_json(item) for item in value]
+    return value
+
+
 def read_json_source(source: WorkflowSource, what: str = "workflow") -> Any:
     """Parse ``source`` (mapping, JSON text, or path) into a fresh Python object."""
     if isinstance(source, Mapping):
-        return copy.deepcopy(dict(source))
+        return copy_json(source)
     if isinstance(source, Path):
         return _read_file(source)
     if isinstance(source, bytes | bytearray):
         source = bytes(source).decode("utf-8-sig")
     if isinstance(source, str):
+        if source.strip().startswith(SAVED_SCHEME):
+            raise ComfyUIWorkflowError(
+                f"{source.strip()!r} is a workflow saved on a ComfyUI server: it is read from that server "
+                "(load_saved_workflow(hook, source), as the operator and the CLI with --url do)"
+            )
         if _looks_like_path(source):
             return _read_file(Path(source.strip()))
         if not source.strip():
@@ -114,19 +137,59 @@ def load_workflow(source: WorkflowSource) -> dict[str, Any]:
     return obj
 
 
+def _is_node_def(node_def: Any) -> bool:
+    if type(node_def) is dict:  # the common case, without the slower abstract-class check
+        return "input" in node_def
+    return isinstance(node_def, Mapping) and "input" in node_def
+
+
+def normalize_ids(api_workflow: Mapping[str, Any]) -> dict[str, Any]:
+    """The API-format workflow with node ids and link references as strings, as ComfyUI expects.
+
+    Templating with ``render_template_as_native_obj=True`` turns ``["13", 0]`` into ``[13, 0]``
+    (and may turn node-id keys into ints); ComfyUI then cannot find node ``13``. Only the first item
+    of a two-item list (a link, in the API format) and the keys change; the mapping is copied only
+    when something changes.
+    """
+    changed = False
+    result: dict[str, Any] = {}
+    for key, node in api_workflow.items():
+        changed |= not isinstance(key, str)
+        inputs = node.get("inputs") if isinstance(node, Mapping) else None
+        if isinstance(inputs, Mapping) and any(_int_link(value) for value in inputs.values()):
+            fixed = {
+                name: [str(value[0]), value[1]] if _int_link(value) else value
+                for name, value in inputs.items()
+            }
+            node = {**node, "inputs": fixed}
+            changed = True
+        result[str(key)] = node
+    return result if changed else dict(api_workflow)
+
+
+def _int_link(value: Any) -> bool:
+    return (
+        isinstance(value, list)
+        and len(value) == 2
+        and isinstance(value[0], int)
+        and not isinstance(value[0], bool)
+    )
+
+
 def load_object_info(source: WorkflowSource) -> dict[str, Any]:
     """A ``GET /object_info`` body from a dict, JSON text, or a (.json / .json.gz) file.
 
-    A recorded transcript (``{"request": ..., "response": {"body": {...}}}``) is unwrapped too.
+    A mapping is not copied (only its top level, shallowly): the workflow functions read object_info
+    and never modify it, so one parsed body serves every call. A recorded transcript
+    (``{"request": ..., "response": {"body": {...}}}``) is unwrapped too.
     """
-    obj = read_json_source(source, "object_info")
+    # A parsed body is used as it is: never copied (it is large) and never modified here or later.
+    obj = dict(source) if isinstance(source, Mapping) else read_json_source(source, "object_info")
     if isinstance(obj, Mapping) and isinstance(obj.get("response"), Mapping) and "body" in obj["response"]:
         obj = obj["response"]["body"]
     if not isinstance(obj, dict) or not obj:
         raise ComfyUIWorkflowError("object_info must be a non-empty JSON object mapping node classes")
-    bad = [
-        name for name, node_def in obj.items() if not isinstance(node_def, Mapping) or "input" not in node_def
-    ]
+    bad = [name for name, node_def in obj.items() if not _is_node_def(node_def)]
     if bad:
         raise ComfyUIWorkflowError(
             f"object_info entries without an 'input' section: {', '.join(sorted(bad)[:10])}; is this the "
@@ -135,4 +198,11 @@ def load_object_info(source: WorkflowSource) -> dict[str, Any]:
     return obj
 
 
-__all__ = ["WorkflowFormat", "WorkflowSource", "detect_format", "load_object_info", "load_workflow"]
+__all__ = [
+    "WorkflowFormat",
+    "WorkflowSource",
+    "detect_format",
+    "load_object_info",
+    "load_workflow",
+    "normalize_ids",
+]

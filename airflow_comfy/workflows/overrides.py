@@ -7,7 +7,9 @@ Accepted keys (``overrides`` is a mapping):
   ``_meta.title`` is "Positive Prompt" (the name given to the node in the web UI);
 - ``{"KSampler": {"seed": 1}}``: the node of that ``class_type``, when there is exactly one.
 
-A selector is tried as a node id first, then as a title, then as a class type. In a dotted key the
+A selector is tried as a node id first, then as a title, then as a class type. A node nobody renamed
+answers to every default title of its class (the web UI's English label such as "Image Blur", and
+the class name "ImageBlur", whichever of them the workflow's ``_meta.title`` holds). In a dotted key the
 input name is the part after the last dot (titles may contain dots, input names never do).
 
 Input names: setting an input the node already has is always allowed. Setting one it does not
@@ -15,7 +17,8 @@ have yet is allowed when no ``object_info`` is given (optional inputs are often 
 saved workflow), and, when ``object_info`` is given, only if the node class declares that input
 (required, optional or hidden); otherwise it is an error listing the valid names.
 
-Invariant: :func:`apply_overrides` never mutates its arguments; it returns a new workflow, or
+Invariant: :func:`apply_overrides` never mutates its arguments (``apply_overrides_in_place`` only
+its workflow); it returns a new workflow, or
 raises ComfyUIWorkflowError before changing anything when any override matches no node, matches
 several nodes, or names an unknown input. Error messages list the candidates.
 """
@@ -27,6 +30,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from airflow_comfy.exceptions import ComfyUIWorkflowError
+from airflow_comfy.workflows.frontend import default_titles
+from airflow_comfy.workflows.load import copy_json
 
 
 def _title(node: Mapping[str, Any]) -> str | None:
@@ -50,6 +55,12 @@ def _candidates(workflow: Mapping[str, Any]) -> str:
     return ", ".join(parts)
 
 
+def _default_title(node: Mapping[str, Any], selector: str) -> bool:
+    """True when ``node`` was not renamed and ``selector`` is another default title of its class."""
+    titles = default_titles(str(node.get("class_type")))
+    return selector in titles and (_title(node) or selector) in titles
+
+
 def find_nodes(workflow: Mapping[str, Any], selector: str) -> list[str]:
     """Ids of the nodes ``selector`` names: the node id, else nodes with that title, else that class."""
     if selector in workflow:
@@ -57,6 +68,9 @@ def find_nodes(workflow: Mapping[str, Any], selector: str) -> list[str]:
     by_title = [node_id for node_id, node in workflow.items() if _title(node) == selector]
     if by_title:
         return by_title
+    by_default_title = [node_id for node_id, node in workflow.items() if _default_title(node, selector)]
+    if by_default_title:
+        return by_default_title
     return [node_id for node_id, node in workflow.items() if node.get("class_type") == selector]
 
 
@@ -123,7 +137,19 @@ def apply_overrides(
     object_info: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """A copy of ``api_workflow`` with ``overrides`` applied (see the module docstring for keys)."""
-    result = copy.deepcopy(dict(api_workflow))
+    return apply_overrides_in_place(copy_json(api_workflow), overrides, object_info=object_info)
+
+
+def apply_overrides_in_place(
+    result: dict[str, Any],
+    overrides: Mapping[str, Any] | None,
+    *,
+    object_info: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """:func:`apply_overrides` on a workflow the caller owns (no copy); returns it.
+
+    Still all or nothing: every override is checked before the first is applied.
+    """
     if not overrides:
         return result
     if not isinstance(overrides, Mapping):

@@ -14,9 +14,15 @@ the widget list exactly as the frontend does (ComfyUI_frontend, ``litegraphServi
   option is absent, when they are named ``seed`` or ``noise_seed``; COMBO inputs with the option get
   that widget and a "control_filter_list" widget;
 - a required combo with ``image_upload``/``video_upload``/``animated_image_upload``/``audio_upload``
-  gets an extra "upload" button widget, placed after all other inputs.
+  gets an extra "upload" button widget, placed after all other inputs;
+- what frontend extensions add (``workflows/frontend.py``): inputs of custom widget types appended
+  to some definitions, the auto-refresh toggle and "refresh" button after a remote combo, and
+  widgets created with the node (``PreviewAny.preview``). Widgets whose ``serialize`` is false hold
+  no slot in ``widgets_values``: saved values are matched, in order, to the other widgets only
+  (``LGraphNode.configure``).
 
-Invariant: :func:`node_layout` is a pure function of one node definition; ``Widget.in_prompt`` is
+Invariant: :func:`node_layout` is a pure function of one node definition (so
+:func:`cached_layout` may remember it per definition object); ``Widget.in_prompt`` is
 True exactly for the widgets whose values the frontend puts into the API-format ``inputs``.
 """
 
@@ -25,6 +31,16 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
+
+from airflow_comfy.workflows.frontend import (
+    EXTENSION_INPUTS,
+    EXTENSION_WIDGET_TYPES,
+    NODE_CREATED_WIDGETS,
+    REMOTE_COMBO_DEFAULT,
+    REMOTE_REFRESH,
+    REMOTE_TOGGLE,
+    ExtraWidget,
+)
 
 WIDGET_TYPES = frozenset({"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"})
 SEED_NAMES = ("seed", "noise_seed")
@@ -51,7 +67,8 @@ class InputSpec:
 
     @property
     def is_widget(self) -> bool:
-        return self.type in WIDGET_TYPES and not self.options.get("forceInput")
+        widget_type = self.type in WIDGET_TYPES or self.type in EXTENSION_WIDGET_TYPES
+        return widget_type and not self.options.get("forceInput")
 
     @property
     def default(self) -> Any:
@@ -60,17 +77,35 @@ class InputSpec:
             return self.options["default"]
         if self.type == "COMBO":
             choices = combo_choices(self)
-            return choices[0] if choices else None
+            if choices:
+                return choices[0]
+            return REMOTE_COMBO_DEFAULT if self.options.get("remote") else None
         return {"INT": 0, "FLOAT": 0, "STRING": "", "BOOLEAN": False}.get(self.type)
 
 
 @dataclass(frozen=True)
 class Widget:
-    """One widget of a node instance, in creation order."""
+    """One widget of a node instance, in creation order.
+
+    ``saved``: it holds a slot in ``widgets_values``; ``extra``: how a widget that frontend
+    extensions add behaves (its value, or its default), None for a widget of a declared input.
+    """
 
     name: str
     in_prompt: bool
     spec: InputSpec | None = None
+    saved: bool = True
+    extra: ExtraWidget | None = None
+
+    @property
+    def default(self) -> Any:
+        if self.extra is not None:
+            return self.extra.value
+        return self.spec.default if self.spec is not None else None
+
+
+def _extra(extra: ExtraWidget, name: str | None = None, spec: InputSpec | None = None) -> Widget:
+    return Widget(name or extra.name, extra.in_prompt, spec, extra.saved, extra)
 
 
 @dataclass(frozen=True)
@@ -81,6 +116,8 @@ class NodeLayout:
     widgets: tuple[Widget, ...]
     specs: Mapping[str, InputSpec]
     unsupported: tuple[InputSpec, ...] = ()
+    fixed: frozenset[str] = frozenset()  # widgets that send a fixed value (nothing can set them)
+    input_names: frozenset[str] = frozenset()  # names of ``inputs``
 
 
 def combo_choices(spec: InputSpec) -> list[Any]:
@@ -92,9 +129,10 @@ def _flatten(name: str, raw: Any, optional: bool) -> InputSpec:
     if not isinstance(raw, list | tuple) or not raw:
         return InputSpec(name, "*", {}, optional)
     head = raw[0]
-    options = dict(raw[1]) if len(raw) > 1 and isinstance(raw[1], Mapping) else {}
-    if isinstance(head, list | tuple):  # legacy combo: the choices are the type
-        options.setdefault("options", list(head))
+    options: Mapping[str, Any] = raw[1] if len(raw) > 1 and isinstance(raw[1], Mapping) else {}
+    if isinstance(head, list | tuple):  # legacy combo: the choices are the type (shared, not copied)
+        if "options" not in options:
+            options = {**options, "options": head}
         return InputSpec(name, "COMBO", options, optional)
     return InputSpec(name, str(head), options, optional)
 
@@ -106,6 +144,8 @@ def definition_inputs(
     section = node_def.get("input") or {}
     required = dict(section.get("required") or {})
     optional = dict(section.get("optional") or {})
+    for name, widget_type in EXTENSION_INPUTS.get(class_type, ()):
+        required[name] = [widget_type, {}]
     upload = _upload_input(required, class_type)
     if upload is not None:
         required["upload"] = upload
@@ -130,13 +170,14 @@ def ordered_specs(node_def: Mapping[str, Any], class_type: str = "") -> list[Inp
     if not isinstance(order, Mapping):
         return list(specs.values())
     result: list[InputSpec] = []
-    for name in order.get("required") or []:
-        if name in specs and not specs[name].optional and specs[name] not in result:
-            result.append(specs[name])
-    for name in order.get("optional") or []:
-        if name in specs and specs[name].optional and specs[name] not in result:
-            result.append(specs[name])
-    result.extend(spec for spec in specs.values() if spec not in result)
+    placed: set[str] = set()
+    for optional, names in ((False, order.get("required") or []), (True, order.get("optional") or [])):
+        for name in names:
+            spec = specs.get(name)
+            if spec is not None and spec.optional == optional and name not in placed:
+                result.append(spec)
+                placed.add(name)
+    result.extend(spec for name, spec in specs.items() if name not in placed)
     return result
 
 
@@ -153,6 +194,27 @@ def _upload_input(required: Mapping[str, Any], class_type: str) -> list[Any] | N
     return None
 
 
+_LAYOUTS: dict[tuple[int, str], tuple[Mapping[str, Any], NodeLayout]] = {}
+_LAYOUTS_MAX = 4096
+
+
+def cached_layout(node_def: Mapping[str, Any], class_type: str) -> NodeLayout:
+    """:func:`node_layout`, remembered per definition object (object_info is read only, never changed).
+
+    Keyed by the definition's identity, and the entry keeps the definition alive so the identity
+    cannot be reused; bounded (cleared when full), so it never holds more than a few catalogues.
+    """
+    key = (id(node_def), class_type)
+    hit = _LAYOUTS.get(key)
+    if hit is not None and hit[0] is node_def:
+        return hit[1]
+    layout = node_layout(node_def, class_type)
+    if len(_LAYOUTS) >= _LAYOUTS_MAX:
+        _LAYOUTS.clear()
+    _LAYOUTS[key] = (node_def, layout)
+    return layout
+
+
 def node_layout(node_def: Mapping[str, Any], class_type: str = "") -> NodeLayout:
     """Input slots and widgets of a node of this definition, as the frontend creates them."""
     specs = ordered_specs(node_def, class_type)
@@ -166,18 +228,28 @@ def node_layout(node_def: Mapping[str, Any], class_type: str = "") -> NodeLayout
             continue
         if not spec.is_widget:
             continue
+        if spec.type in EXTENSION_WIDGET_TYPES:
+            widgets.append(_extra(EXTENSION_WIDGET_TYPES[spec.type], spec.name, spec))
+            continue
         widgets.append(Widget(spec.name, True, spec))
+        if spec.type == "COMBO" and isinstance(spec.options.get("remote"), Mapping):
+            widgets.append(_extra(REMOTE_TOGGLE))
+            if spec.options["remote"].get("refresh_button"):
+                widgets.append(_extra(REMOTE_REFRESH))
         control = spec.options.get("control_after_generate")
         if spec.type == "INT" and (control if control is not None else spec.name in SEED_NAMES):
             widgets.append(Widget("control_after_generate", False))
         elif spec.type == "COMBO" and control:
             widgets.append(Widget("control_after_generate", False))
             widgets.append(Widget("control_filter_list", False))
+    widgets.extend(_extra(extra) for extra in NODE_CREATED_WIDGETS.get(class_type, ()))
     return NodeLayout(
         inputs=tuple(sockets + widget_inputs),
+        input_names=frozenset(spec.name for spec in sockets + widget_inputs),
         widgets=tuple(widgets),
         specs={spec.name: spec for spec in specs},
         unsupported=tuple(unsupported),
+        fixed=frozenset(w.name for w in widgets if w.extra is not None and w.extra.fixed),
     )
 
 
@@ -198,22 +270,32 @@ def _legacy_widget_count(layout: NodeLayout) -> tuple[int, list[InputSpec]]:
 def widget_values(layout: NodeLayout, saved: Any) -> dict[str, Any]:
     """The value of every prompt widget, from a node's saved ``widgets_values``.
 
-    A list is matched positionally (LGraphNode.configure); a dict (some custom nodes save one) by
-    name. Widgets with no saved value keep their definition default, as a new widget would.
+    A list is matched in order to the widgets that hold a slot in it (LGraphNode.configure); a
+    dict (some custom nodes save one) by name. Widgets with no saved value keep their default, as a
+    new widget would; widgets with a fixed value send it whatever was saved.
     """
     values: dict[str, Any] = {}
     if isinstance(saved, Mapping):
         for widget in layout.widgets:
-            if widget.in_prompt and widget.spec is not None:
-                values[widget.name] = saved.get(widget.name, widget.spec.default)
+            if widget.in_prompt:
+                values[widget.name] = _value(widget, saved.get(widget.name, widget.default))
         return values
     saved_list: Sequence[Any] = saved if isinstance(saved, list) else []
     saved_list = _migrate_legacy(layout, saved_list)
-    for index, widget in enumerate(layout.widgets):
-        if not widget.in_prompt or widget.spec is None:
-            continue
-        values[widget.name] = saved_list[index] if index < len(saved_list) else widget.spec.default
+    position = 0
+    for widget in layout.widgets:
+        value = widget.default
+        if widget.saved:
+            if position < len(saved_list):
+                value = saved_list[position]
+            position += 1
+        if widget.in_prompt:
+            values[widget.name] = _value(widget, value)
     return values
+
+
+def _value(widget: Widget, value: Any) -> Any:
+    return widget.extra.value if widget.extra is not None and widget.extra.fixed else value
 
 
 def _migrate_legacy(layout: NodeLayout, saved: Sequence[Any]) -> Sequence[Any]:
@@ -221,7 +303,7 @@ def _migrate_legacy(layout: NodeLayout, saved: Sequence[Any]) -> Sequence[Any]:
     if not any(spec.options.get("forceInput") for spec in layout.specs.values()):
         return saved
     count, legacy = _legacy_widget_count(layout)
-    if count != len(saved) or count == len(layout.widgets):
+    if count != len(saved) or count == sum(1 for widget in layout.widgets if widget.saved):
         return saved
     kept: list[Any] = []
     index = 0

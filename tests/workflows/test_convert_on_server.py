@@ -1,6 +1,6 @@
 """Real web-UI saves, converted with a server's own /object_info, then sent to that server.
 
-The only acceptable rejections are model files the server does not have: every other input of the
+The only acceptable rejections are model files and input images the server does not have: every other input of the
 converted workflow must pass ComfyUI's validation, as the frontend's submission would. Runs against
 the stand-in (its /object_info is the one recorded from ComfyUI 0.3.64) and, when ``COMFYUI_URL`` is
 set, against the real server.
@@ -32,6 +32,11 @@ GRAPH_FAULTS = {
 }
 
 
+def _missing_input_file(err: dict) -> bool:
+    """An input image the template ships with but the server's input folder does not have."""
+    return err.get("type") == "custom_validation_failed" and "Invalid image file" in str(err.get("details"))
+
+
 @pytest.fixture(params=["standin", pytest.param("live", marks=pytest.mark.live)])
 def server_url(request: pytest.FixtureRequest) -> str:
     if request.param == "live":
@@ -59,12 +64,16 @@ def test_converted_workflow_passes_the_servers_validation_but_for_models(server_
         assert problems, format_validation_error(
             {"error": rejected.error, "node_errors": rejected.node_errors}
         )
+        models = 0
         for node_id, err in problems:
             received = str((err.get("extra_info") or {}).get("received_value", ""))
+            if _missing_input_file(err):
+                continue
             assert err["type"] == "value_not_in_list" and received.lower().endswith(MODEL_SUFFIXES), (
                 f"node {node_id}: {err}"
             )
-        assert "not installed on that ComfyUI server" in str(rejected)
+            models += 1
+        assert not models or "not installed on that ComfyUI server" in str(rejected)
         return
     assert not isinstance(expected, str), f"{path.stem} has no output node, yet the server accepted it"
     # Accepted (a server that has the models): do not keep its GPU busy for a test.
