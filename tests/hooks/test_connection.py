@@ -105,7 +105,10 @@ def test_empty_strings_mean_not_set():
     ("extra", "match"),
     [
         ({"use_ssl": "maybe"}, "extra.use_ssl must be true or false, got 'maybe'"),
-        ({"verify": "maybe"}, "extra.verify must be true, false or the path of an existing CA bundle file, got 'maybe'"),
+        (
+            {"verify": "maybe"},
+            "extra.verify must be true, false or the path of an existing CA bundle file, got 'maybe'",
+        ),
         ({"verify": 3}, "extra.verify must be true, false or the path of an existing CA bundle file, got 3"),
         ({"verify": "/nonexistent/ca.pem"}, "no such file on this machine"),
         ({"connect_timeout": "soon"}, "extra.connect_timeout must be a number of seconds"),
