@@ -12,7 +12,9 @@ metadata database alone.
 
 Invariants: a link is only ever read from XComs this package pushed, which are credential-free
 (``protocol.urls`` redacts user info and never includes headers or tokens); a link whose XCom is
-missing resolves to ``""`` (a disabled button), never to an error.
+missing resolves to ``""`` (a disabled button), never to an error; the output link does not read
+``outputs`` when the task instance cannot have pushed it (:func:`may_have_outputs`), so a run that
+did not fail logs no ``XCom not found`` error.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ if TYPE_CHECKING:
     from airflow.sdk import BaseOperator
     from airflow.sdk.types import TaskInstanceKey
 
-__all__ = ["ComfyUIOutputLink", "ComfyUIWebLink", "first_view_url"]
+__all__ = ["ComfyUIOutputLink", "ComfyUIWebLink", "first_view_url", "may_have_outputs"]
 
 
 def _xcom_value(ti_key: TaskInstanceKey, key: str) -> Any:
@@ -60,4 +62,21 @@ class ComfyUIOutputLink(BaseOperatorLink):
     name = "ComfyUI output"
 
     def get_link(self, operator: BaseOperator, *, ti_key: TaskInstanceKey) -> str:
+        if not may_have_outputs(operator, ti_key):
+            return ""
         return first_view_url(_xcom_value(ti_key, "outputs"))
+
+
+def may_have_outputs(operator: Any, ti_key: Any) -> bool:
+    """Whether the ``outputs`` XCom can exist when the link is computed; ``False`` means surely not.
+
+    The worker computes the links each time the task instance stops: also when it defers,
+    reschedules, fails or submits without waiting. ``outputs`` is pushed only by a success that
+    waited, and reading a missing XCom makes Airflow log ``[error] XCom not found`` in a run that
+    did not fail. In the worker ``ti_key`` is the running task instance, whose ``state`` is already
+    the one it ends in; elsewhere (a plain key, no state) the XCom is read.
+    """
+    state = getattr(ti_key, "state", None)
+    if state is not None and str(getattr(state, "value", state)) != "success":
+        return False
+    return getattr(operator, "wait_for_completion", True) is not False

@@ -4,7 +4,8 @@
   the operator sets the event's ``extra`` to ``{"prompt_id", "paths", "outputs", "comfyui_url"}``
   (the returned paths, the output records with their ``/view`` URLs, no credentials).
 - ``comfyui_assets_consumer``: ``schedule=[RENDERS]``, so Airflow starts it after every producer
-  success; its task reads the latest event of the asset through ``inlet_events``.
+  success; its task reads the latest event of the asset through ``inlet_events``. Run alone before
+  any producer run (``airflow dags test comfyui_assets_consumer``), it skips and says why.
 
 Connection: ``comfyui_default``. Downloads go under ``AIRFLOW_COMFY_OUTPUT_DIR``.
 """
@@ -17,6 +18,7 @@ from typing import Any
 
 import pendulum
 from airflow.sdk import Asset, dag, task
+from airflow.sdk.exceptions import AirflowSkipException
 
 from airflow_comfy.operators.comfyui import ComfyUIPromptOperator
 
@@ -52,7 +54,12 @@ def comfyui_assets_consumer() -> None:
     @task(inlets=[RENDERS])
     def use_new_images(inlet_events: Any = None) -> dict[str, Any]:
         """The latest event of the asset: which prompt made which files."""
-        event = inlet_events[RENDERS][-1]
+        events = inlet_events[RENDERS]
+        if not events:  # e.g. `airflow dags test comfyui_assets_consumer` before any producer run
+            raise AirflowSkipException(
+                f"no event of asset {RENDERS.name!r} yet: run comfyui_assets_producer first"
+            )
+        event = events[-1]
         paths = list(event.extra["paths"])
         print(f"prompt {event.extra['prompt_id']} rendered {len(paths)} file(s): {paths}")
         return {"prompt_id": event.extra["prompt_id"], "paths": paths}

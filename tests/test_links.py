@@ -47,6 +47,8 @@ def workflow(middle, prefix):
 
 OK = workflow({"class_type": "ImageInvert", "inputs": {"image": ["1", 0]}}, "links/ok")
 SENSED = workflow({"class_type": "ImageInvert", "inputs": {"image": ["1", 0]}}, "links/sensed")
+DEFERRED = workflow({"class_type": "ImageInvert", "inputs": {"image": ["1", 0]}}, "links/deferred")
+SUBMITTED = workflow({"class_type": "ImageInvert", "inputs": {"image": ["1", 0]}}, "links/submitted")
 BAD = workflow({"class_type": "StandInFail", "inputs": {"image": ["1", 0], "message": "boom"}}, "links/bad")
 
 
@@ -65,8 +67,15 @@ def links_failing():
     ComfyUIPromptOperator(task_id="render", workflow=BAD, check_interval=0.1, timeout=60, retries=0)
 
 
+@dag(dag_id="links_quiet", schedule=None, start_date=START)
+def links_quiet():
+    ComfyUIPromptOperator(task_id="deferred", workflow=DEFERRED, deferrable=True, check_interval=0.1, timeout=60)
+    ComfyUIPromptOperator(task_id="submit_only", workflow=SUBMITTED, wait_for_completion=False)
+
+
 links_ok()
 links_failing()
+links_quiet()
 '''
 
 
@@ -172,11 +181,38 @@ def test_a_failed_prompt_keeps_its_web_ui_link(failing_run: DagRunResult, server
     assert not failing_run.xcom("render", LINKS["ComfyUI output"])
 
 
+def test_a_run_that_did_not_fail_logs_no_missing_xcom_error(
+    dags_folder: Path, server: StandInServer, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """A deferring task and a submit-only task end without ``outputs``: the output link must not read it."""
+    result = run_dag("links_quiet", dags_folder, comfyui_url=server.url)
+    output = "".join(capfd.readouterr())
+    result.raise_for_state()
+    assert "XCom not found" not in output
+    assert (
+        result.xcom("deferred", LINKS["ComfyUI output"]) == result.xcom("deferred", "outputs")[0]["view_url"]
+    )
+    assert result.xcom("submit_only", LINKS["ComfyUI output"]) == ""
+
+
+@pytest.mark.parametrize("state", ["deferred", "up_for_reschedule", "up_for_retry", "failed", "skipped"])
+def test_the_output_link_does_not_read_outputs_of_a_task_that_stopped_without_them(state: str) -> None:
+    from airflow.utils.state import TaskInstanceState
+
+    ti = mock.Mock(dag_id="d", run_id="r", task_id="t", map_index=-1, state=TaskInstanceState(state))
+    with mock.patch("airflow.sdk.execution_time.xcom.XCom.get_value") as get_value:
+        assert ComfyUIOutputLink().get_link(mock.Mock(), ti_key=ti) == ""
+        submit_only = mock.Mock(wait_for_completion=False)
+        ti.state = TaskInstanceState.SUCCESS
+        assert ComfyUIOutputLink().get_link(submit_only, ti_key=ti) == ""
+    get_value.assert_not_called()
+
+
 # --- get_link itself ------------------------------------------------------------------------------
 
 
 def _resolve(link: Any, xcoms: dict[str, Any]) -> str:
-    ti_key = mock.Mock(dag_id="d", run_id="r", task_id="t", map_index=-1)
+    ti_key = mock.Mock(dag_id="d", run_id="r", task_id="t", map_index=-1, state=None)  # a plain key
     with mock.patch("airflow.sdk.execution_time.xcom.XCom.get_value") as get_value:
         get_value.side_effect = lambda *, ti_key, key: xcoms.get(key)
         answer = link.get_link(mock.Mock(), ti_key=ti_key)

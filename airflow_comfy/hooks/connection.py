@@ -5,9 +5,10 @@ a connection means the same thing in a worker and in the triggerer. Fields:
 
 - host: a host name or a full URL (``https://gpu-1/comfy``); port; schema ``http``/``https``;
 - login + password → HTTP Basic; password alone, or ``extra.token`` → ``Authorization: Bearer``;
-- extra: ``headers`` (dict or JSON text, e.g. ``{"X-API-Key": "..."}``), ``verify`` (bool or a CA
-  bundle path), ``use_ssl``, ``path_prefix``, ``connect_timeout``, ``read_timeout``,
-  ``max_retries``, ``retry_min_wait``, ``retry_max_wait``.
+- extra: ``headers`` (dict or JSON text, e.g. ``{"X-API-Key": "..."}``), ``verify`` (a bool, or
+  the path of a CA bundle that exists on the machine reading the connection), ``use_ssl``,
+  ``path_prefix``, ``connect_timeout``, ``read_timeout``, ``max_retries``, ``retry_min_wait``,
+  ``retry_max_wait``.
 
 URI-form connections deliver every extra as a string; booleans and numbers are parsed here.
 
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
@@ -172,6 +174,11 @@ def _parse_count(value: Any, *, name: str, default: int) -> int:
 
 
 def _parse_verify(value: Any) -> bool | str:
+    """``true``/``false`` (or their URI-form spellings), or the path of a CA bundle that exists here.
+
+    A value that is neither is an error rather than a path: ``verify: "maybe"`` must not be
+    accepted as a bundle named ``maybe`` and then silently do nothing over http.
+    """
     if value is None or isinstance(value, bool):
         return True if value is None else value
     text = str(value).strip()
@@ -179,7 +186,12 @@ def _parse_verify(value: Any) -> bool | str:
         return True
     if text.lower() in _TRUE | _FALSE:
         return parse_bool(text, name="verify", default=True)
-    return text  # a CA bundle path
+    if os.path.isfile(text) or os.path.isdir(text):  # a CA bundle, or a c_rehash'ed folder of them
+        return text
+    raise ValueError(
+        f"extra.verify must be true, false or the path of an existing CA bundle file, got {value!r}"
+        " (no such file on this machine)"
+    )
 
 
 def _parse_headers(value: Any) -> dict[str, str]:

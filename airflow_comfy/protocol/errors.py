@@ -10,11 +10,14 @@ Formats (ComfyUI 0.3.64):
 
 Invariant: one line per node problem, always of the form
 ``node <id> (<class_type>): <input>: <message> — <details>`` (input and details omitted when
-ComfyUI gives none), so the server's rejections and the local pre-submit validation read alike.
+ComfyUI gives none), so the server's rejections and the local pre-submit validation read alike;
+where ComfyUI's wording is a raw Python exception (a link to a missing node or output slot), a
+short explanation in parentheses follows.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -53,8 +56,36 @@ def node_error_lines(node_errors: Mapping[str, Any]) -> list[str]:
                 text += f" — {details}"
             if err.get("type") == "value_not_in_list" and _looks_like_model(extra.get("received_value")):
                 text += " (this model file is not installed on that ComfyUI server)"
+            text += _explain_link_exception(node_id, err)
             lines.append(text)
     return lines
+
+
+_LINK_EXCEPTIONS = ("exception_during_validation", "exception_during_inner_validation")
+_MISSING_KEY = re.compile(r"^'(?P<key>[^']+)'$")
+
+
+def _explain_link_exception(node_id: str, err: Mapping[str, Any]) -> str:
+    """What ComfyUI's raw ``KeyError``/``IndexError`` during validation means, or ``""``.
+
+    ComfyUI looks linked nodes up with ``prompt[linked_id]`` and their outputs with
+    ``RETURN_TYPES[slot]``: a link to a node that is not in the workflow surfaces as the bare
+    ``KeyError`` text ``'9'``, a link to a missing output slot as ``tuple index out of range``
+    (transcripts ``prompt_err_link_nonexistent_node`` and ``prompt_err_link_bad_slot``). Either
+    way it is node ``node_id``'s own links that are wrong: in the inner variant the error is
+    reported on the node whose validation raised, under the input of its downstream node.
+    """
+    if err.get("type") not in _LINK_EXCEPTIONS:
+        return ""
+    extra = err.get("extra_info") or {}
+    exc_type = str(extra.get("exception_type") or "").rsplit(".", 1)[-1]
+    details = str(err.get("details") or "").strip()
+    missing = _MISSING_KEY.match(details)
+    if exc_type in ("KeyError", "") and missing and missing["key"] not in ("class_type", "inputs"):
+        return f" (node {missing['key']} does not exist in the workflow; node {node_id} links to it)"
+    if exc_type in ("IndexError", "") and details == "tuple index out of range":
+        return f" (node {node_id} links to an output slot that its source node does not have)"
+    return ""
 
 
 _MODEL_SUFFIXES = (".safetensors", ".ckpt", ".pt", ".pth", ".bin", ".gguf", ".sft", ".onnx", ".pkl")

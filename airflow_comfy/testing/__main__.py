@@ -1,12 +1,16 @@
 """Command line: ``python -m airflow_comfy.testing --port 8188 --base-dir DIR [--node-delay CLASS=SECONDS]``.
 
 Prints ``ComfyUI stand-in listening on http://HOST:PORT`` on one line, then serves until SIGINT or
-SIGTERM. Invariant: the process binds a loopback address only and stops its server on exit.
+SIGTERM. A port in use or a base folder that cannot be created ends the command with one line on
+stderr naming the option to change (exit status 2), not a traceback.
+
+Invariant: the process binds a loopback address only and stops its server on exit.
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
 import signal
 import sys
 import threading
@@ -53,11 +57,37 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
     except ValueError as exc:
         parser.error(str(exc))
-    with server:
+    except OSError as exc:
+        return _fail(
+            f"--base-dir {args.base_dir}: cannot create its folders ({_reason(exc)}); "
+            "choose a writable folder"
+        )
+    try:
+        server.start()
+    except OSError as exc:
+        if exc.errno == errno.EADDRINUSE:
+            return _fail(
+                f"--port {args.port}: already in use on {args.host}; "
+                "choose another --port (0 picks a free one)"
+            )
+        return _fail(f"cannot listen on {args.host}:{args.port} ({_reason(exc)}); change --host or --port")
+    try:
         print(f"ComfyUI stand-in listening on {server.url}", flush=True)
         while not stop.wait(1.0):
             pass
+    finally:
+        server.stop()
     return 0
+
+
+def _reason(exc: OSError) -> str:
+    return exc.strerror or str(exc)
+
+
+def _fail(message: str) -> int:
+    """One line on stderr naming the option to change; exit status 2 (a usage problem)."""
+    print(f"python -m airflow_comfy.testing: error: {message}", file=sys.stderr)
+    return 2
 
 
 if __name__ == "__main__":

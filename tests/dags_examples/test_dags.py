@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import pytest
 from PIL import Image
 
 from airflow_comfy.testing import StandInServer
@@ -176,3 +177,18 @@ def test_batch_mapped_spreads_over_a_pool_of_servers(
         recorded = {result.xcom("render", "comfyui_url", i) for i in range(6)}
         assert recorded == {session_standin.url, second.url, third.url}
         assert all(Path(p).is_file() for paths in result.mapped_return_values("render") for p in paths)
+
+
+def test_assets_consumer_run_alone_skips_and_says_why(example_outputs: Path) -> None:
+    """Before any producer run there is no asset event: a skip naming the producer, not an IndexError."""
+    from airflow.dag_processing.dagbag import DagBag
+    from airflow.sdk import Asset
+    from airflow.sdk.exceptions import AirflowSkipException
+
+    consumer = DagBag(dag_folder=str(DAGS_FOLDER)).dags["comfyui_assets_consumer"]
+    renders = Asset(name="comfyui_renders", uri="comfyui://renders/scale_blur_save")
+    callable_ = consumer.get_task("use_new_images").python_callable
+    with pytest.raises(
+        AirflowSkipException, match="no event of asset 'comfyui_renders' yet: run comfyui_assets_producer"
+    ):
+        callable_(inlet_events={renders: []})

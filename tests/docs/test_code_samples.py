@@ -25,58 +25,14 @@ from pathlib import Path
 
 import pytest
 
+from airflow_comfy.examples import workflow_path
+
 ROOT = Path(__file__).resolve().parents[2]
 PAGES = ROOT / "docs" / "pages"
 FENCE = re.compile(r"^```python([^\n]*)\n(.*?)^```[ \t]*$", re.MULTILINE | re.DOTALL)
 
-TXT2IMG = {
-    "3": {
-        "class_type": "KSampler",
-        "_meta": {"title": "KSampler"},
-        "inputs": {
-            "seed": 156680208700286,
-            "steps": 20,
-            "cfg": 8,
-            "sampler_name": "euler",
-            "scheduler": "normal",
-            "denoise": 1,
-            "model": ["4", 0],
-            "positive": ["6", 0],
-            "negative": ["7", 0],
-            "latent_image": ["5", 0],
-        },
-    },
-    "4": {
-        "class_type": "CheckpointLoaderSimple",
-        "_meta": {"title": "Load Checkpoint"},
-        "inputs": {"ckpt_name": "v1-5-pruned-emaonly.safetensors"},
-    },
-    "5": {
-        "class_type": "EmptyLatentImage",
-        "_meta": {"title": "Empty Latent Image"},
-        "inputs": {"width": 512, "height": 512, "batch_size": 1},
-    },
-    "6": {
-        "class_type": "CLIPTextEncode",
-        "_meta": {"title": "Positive Prompt"},
-        "inputs": {"text": "a lighthouse at dawn", "clip": ["4", 1]},
-    },
-    "7": {
-        "class_type": "CLIPTextEncode",
-        "_meta": {"title": "Negative Prompt"},
-        "inputs": {"text": "blurry, text", "clip": ["4", 1]},
-    },
-    "8": {
-        "class_type": "VAEDecode",
-        "_meta": {"title": "VAE Decode"},
-        "inputs": {"samples": ["3", 0], "vae": ["4", 2]},
-    },
-    "9": {
-        "class_type": "SaveImage",
-        "_meta": {"title": "Save"},
-        "inputs": {"filename_prefix": "renders/txt2img", "images": ["8", 0]},
-    },
-}
+# The Stable Diffusion 1.5 workflow shipped with the package (the README's real-server example).
+TXT2IMG = json.loads(Path(workflow_path("txt2img")).read_text())
 
 INVERT_BLUR = {
     "1": {

@@ -30,14 +30,16 @@ def test_json_defaults():
     assert settings.conn_id == "comfy"
 
 
-def test_json_full():
+def test_json_full(tmp_path):
+    bundle = tmp_path / "ca.pem"
+    bundle.write_text("-----BEGIN CERTIFICATE-----\n")
     conn = from_json(
         host="gpu-1.example.com",
         port=9443,
         schema="https",
         extra={
             "path_prefix": "/comfy",
-            "verify": "/etc/ssl/ca.pem",
+            "verify": str(bundle),
             "connect_timeout": 3,
             "read_timeout": 120.5,
             "max_retries": 0,
@@ -47,7 +49,7 @@ def test_json_full():
     )
     s = settings_from_connection(conn)
     assert s.base_url == "https://gpu-1.example.com:9443/comfy"
-    assert s.verify == "/etc/ssl/ca.pem"
+    assert s.verify == str(bundle)
     assert s.timeout == (3.0, 120.5)
     assert (s.max_retries, s.retry_min_wait, s.retry_max_wait) == (0, 0.1, 2.0)
 
@@ -82,6 +84,16 @@ def test_booleans_from_strings(value, expected):
     assert parse_bool(value, name="use_ssl", default=not expected) is expected
 
 
+def test_verify_accepts_bools_bool_like_text_and_existing_bundles(tmp_path):
+    folder = tmp_path / "certs"  # requests also takes a folder of c_rehash'ed certificates
+    folder.mkdir()
+    bundle = folder / "ca.pem"
+    bundle.write_text("-----BEGIN CERTIFICATE-----\n")
+    for value, expected in [(False, False), ("off", False), ("TRUE", True), (str(bundle), str(bundle))]:
+        assert settings_from_connection(from_json(host="h", extra={"verify": value})).verify == expected
+    assert settings_from_connection(from_json(host="h", extra={"verify": str(folder)})).verify == str(folder)
+
+
 def test_empty_strings_mean_not_set():
     # A URI like ?verify=&use_ssl= must not switch TLS verification off.
     s = settings_from_connection(from_uri("comfyui://gpu-1/?verify=&use_ssl=&connect_timeout="))
@@ -93,7 +105,12 @@ def test_empty_strings_mean_not_set():
     ("extra", "match"),
     [
         ({"use_ssl": "maybe"}, "extra.use_ssl must be true or false, got 'maybe'"),
-        ({"verify": 3}, None),
+        (
+            {"verify": "maybe"},
+            "extra.verify must be true, false or the path of an existing CA bundle file, got 'maybe'",
+        ),
+        ({"verify": 3}, "extra.verify must be true, false or the path of an existing CA bundle file, got 3"),
+        ({"verify": "/nonexistent/ca.pem"}, "no such file on this machine"),
         ({"connect_timeout": "soon"}, "extra.connect_timeout must be a number of seconds"),
         ({"read_timeout": -1}, "extra.read_timeout must be positive"),
         ({"max_retries": "many"}, "extra.max_retries must be a whole number"),
@@ -104,9 +121,6 @@ def test_empty_strings_mean_not_set():
 )
 def test_bad_values_give_clear_errors(extra, match):
     conn = from_json(host="h", extra=extra)
-    if match is None:  # verify=3 is read as a CA bundle path named "3": accepted, not an error
-        assert settings_from_connection(conn).verify == "3"
-        return
     with pytest.raises(ValueError, match=match) as info:
         settings_from_connection(conn)
     assert str(info.value).startswith("Connection 'comfy': ")

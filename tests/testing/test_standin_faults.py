@@ -121,6 +121,36 @@ def test_command_line(tmp_path) -> None:
     assert bad.returncode == 2 and "CLASS=SECONDS" in bad.stderr
 
 
+def test_command_line_explains_a_taken_port_and_a_bad_base_dir_in_one_line(tmp_path) -> None:
+    """No traceback: one stderr line naming the option to change, exit status 2."""
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        busy = subprocess.run(
+            [sys.executable, "-m", "airflow_comfy.testing", "--port", str(port), "--base-dir", str(tmp_path)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert busy.returncode == 2, busy.stderr
+    assert busy.stderr.count("\n") == 1 and "Traceback" not in busy.stderr, busy.stderr
+    assert f"--port {port}: already in use" in busy.stderr and "choose another --port" in busy.stderr
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    bad_dir = subprocess.run(
+        [sys.executable, "-m", "airflow_comfy.testing", "--port", "0", "--base-dir", str(blocker / "sub")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert bad_dir.returncode == 2, bad_dir.stderr
+    assert bad_dir.stderr.count("\n") == 1 and "Traceback" not in bad_dir.stderr, bad_dir.stderr
+    assert f"--base-dir {blocker / 'sub'}: cannot create its folders" in bad_dir.stderr
+
+
 def test_stop_leaves_no_threads(tmp_path, contract_workflows) -> None:
     import threading
 
