@@ -101,3 +101,14 @@ def test_progress_state_frames_are_dropped_unparsed(standin: StandInServer) -> N
                 break
     assert "progress_state" not in types and "execution_success" in types
     assert socket._ws is None  # closed on leaving the block
+
+
+def test_the_connection_test_answers_at_once_without_retries() -> None:
+    """A person waits at the screen: one request, no backoff (tasks keep their retries)."""
+    from hooks.hook_helpers import fake_http
+
+    with fake_http(503, b"{}", "application/json") as (url, seen):
+        hook = ComfyUIHook(settings=fast_settings(url, max_retries=5))
+        ok, message = hook.test_connection()
+    assert not ok and "HTTP 503" in message
+    assert len(seen) == 1

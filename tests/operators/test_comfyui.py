@@ -688,3 +688,36 @@ def test_without_waiting_a_retry_returns_the_prompt_id_even_when_it_already_succ
     )
     assert again == prompt_id and retry.xcoms["prompt_id"] == prompt_id
     assert standin.submissions.count(prompt_id) == 1
+
+
+def test_a_workflow_saved_on_the_server_runs_and_its_version_is_the_identity(
+    standin: StandInServer, comfy_conn: str
+) -> None:
+    import hashlib
+
+    from airflow_comfy.testing.userdata import save_userdata
+
+    raw = json.dumps(image_workflow("t/saved")).encode()
+    save_userdata(standin.base_dir, "workflows/team/render.json", raw)
+    ti = FakeTI()
+    paths = make_op(comfy_conn, "comfyui://workflows/team/render.json").execute(make_context(ti))
+    assert paths == ["output/t/saved_00001_.png"]
+    assert ti.xcoms["workflow_sha256"] == hashlib.sha256(raw).hexdigest()
+    first = ti.xcoms["prompt_id"]
+    save_userdata(
+        standin.base_dir, "workflows/team/render.json", json.dumps(image_workflow("t/saved2")).encode()
+    )
+    again = FakeTI()
+    make_op(comfy_conn, "comfyui://workflows/team/render.json").execute(make_context(again))
+    assert again.xcoms["prompt_id"] != first  # a re-saved workflow is new work
+
+
+def test_a_missing_saved_workflow_fails_at_once_naming_close_ones(
+    standin: StandInServer, comfy_conn: str
+) -> None:
+    from airflow_comfy.testing.userdata import save_userdata
+
+    save_userdata(standin.base_dir, "workflows/team/render.json", json.dumps(image_workflow()).encode())
+    with pytest.raises(AirflowFailException, match="team/render.json"):
+        make_op(comfy_conn, "comfyui://workflows/team/rendr.json").execute(make_context(FakeTI()))
+    assert standin.submissions == []
