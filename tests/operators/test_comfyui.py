@@ -718,6 +718,6 @@ def test_a_missing_saved_workflow_fails_at_once_naming_close_ones(
     from airflow_comfy.testing.userdata import save_userdata
 
     save_userdata(standin.base_dir, "workflows/team/render.json", json.dumps(image_workflow()).encode())
-    with pytest.raises(AirflowFailException, match="team/render.json"):
+    with pytest.raises(AirflowFailException, match=r"team/render\.json"):
         make_op(comfy_conn, "comfyui://workflows/team/rendr.json").execute(make_context(FakeTI()))
     assert standin.submissions == []
