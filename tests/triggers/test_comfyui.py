@@ -312,3 +312,37 @@ def test_a_closed_trigger_generator_unregisters(standin: StandInServer, comfy_co
         return len(_poller_of(standin.url).watches)
 
     assert asyncio.run(scenario()) == 0
+
+
+def test_a_deferred_wait_logs_its_progress(
+    standin: StandInServer, comfy_conn: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What the blocking waiter logs, the trigger logs too: position changes, running, the end."""
+    blocker = submit(
+        standin, delay_workflow(4.0, steps=40, prefix="tr/log-blocker")
+    )  # outlasts a slow first read
+    wait_state(standin, blocker, "running")
+    prompt_id = submit(standin, image_workflow("tr/logged"))
+    trigger = make_trigger(comfy_conn, prompt_id)
+    lines: list[str] = []
+    monkeypatch.setattr(trigger.log, "info", lambda msg, *args: lines.append(msg % args))
+    assert only_event(trigger)["status"] == "success"
+    assert any("pending, position 1 of 1 in the queue" in line for line in lines), lines
+    assert lines[0].startswith(f"Waiting for prompt {prompt_id}") and lines[-1].endswith("success")
+
+
+def test_a_trigger_serialized_by_the_previous_version_still_runs(
+    standin: StandInServer, comfy_conn: str
+) -> None:
+    prompt_id = submit(standin, image_workflow("tr/old-kwargs"))
+    old_kwargs = {  # what 0.1.0's serialize() wrote: no log_interval
+        "prompt_id": prompt_id,
+        "comfyui_conn_id": comfy_conn,
+        "end_time": time.time() + 30,
+        "poll_interval": 0.1,
+        "lost_grace": 30.0,
+        "unreachable_grace": 300.0,
+        "cancel_on_kill": True,
+        "server": None,
+    }
+    assert only_event(ComfyUIPromptTrigger(**old_kwargs))["status"] == "success"
