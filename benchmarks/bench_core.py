@@ -87,7 +87,9 @@ def server_run_seconds(history_entry: dict[str, Any]) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=20)
-    parser.add_argument("--nodes", type=int, default=1000)
+    parser.add_argument(
+        "--nodes", type=int, default=None, help="size of workflow 3 (default 1000; 200 on the stand-in)"
+    )
     args = parser.parse_args()
     colors = itertools.count(5000)
     with server_under_test() as (url, standin):
@@ -134,14 +136,15 @@ def main() -> None:
 
         client_id = new_client_id()
         socket = client.websocket(client_id).connect()
-        answer = client.submit_prompt(wide_workflow(args.nodes, next(colors) * 100), client_id=client_id)
+        nodes = args.nodes or (200 if standin else 1000)  # the stand-in takes ~0.2 s per node
+        answer = client.submit_prompt(wide_workflow(nodes, next(colors) * 100), client_id=client_id)
         cpu0 = time.process_time()
         client.wait_for_prompt(answer["prompt_id"], client_id=client_id, websocket=socket, timeout=1800)
         cpu = time.process_time() - cpu0
         server = server_run_seconds(client.get_history(answer["prompt_id"])[answer["prompt_id"]])
         share = cpu / server if server > 0 else float("inf")
         print(
-            f"3. {args.nodes}-node workflow: client CPU {cpu:.2f} s, server run {server:.2f} s, "
+            f"3. {nodes}-node workflow: client CPU {cpu:.2f} s, server run {server:.2f} s, "
             f"ratio {share:.2f}  target ≤ 0.3  {verdict(share <= 0.3)}"
         )
         hook.close()

@@ -137,7 +137,7 @@ def test_slow_server_beyond_the_read_timeout_fails_clearly(
     assert isinstance(error, ComfyUITimeoutError), error
     guard.seen(error)
     message = str(error)
-    assert f"ComfyUI did not answer GET {standin.url}/queue" in message  # the first read: is it there?
+    assert f"ComfyUI did not answer POST {standin.url}/prompt" in message
     assert "within 0.3 s" in message and "raise extra.read_timeout" in message
     assert took < 3  # 3 attempts of 0.3 s plus short backoffs
     assert standin.submissions == []
