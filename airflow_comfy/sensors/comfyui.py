@@ -25,6 +25,7 @@ from airflow.sdk import BaseSensorOperator, PokeReturnValue
 from airflow.sdk.configuration import conf
 
 from airflow_comfy.links import ComfyUIOutputLink, ComfyUIWebLink
+from airflow_comfy.templating import FailFastTemplates
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -32,7 +33,7 @@ if TYPE_CHECKING:
     from airflow_comfy.hooks.comfyui import ComfyUIHook
 
 
-class ComfyUIPromptSensor(BaseSensorOperator):
+class ComfyUIPromptSensor(FailFastTemplates, BaseSensorOperator):
     """Wait until ``prompt_id`` ends on the ComfyUI server of ``comfyui_conn_id``.
 
     :param prompt_id: the prompt to watch. Templated (e.g. ``{{ ti.xcom_pull('submit') }}``).
