@@ -4,19 +4,26 @@ One deployment for the module (api-server, scheduler, dag-processor, triggerer s
 commands of docs/pages/deployment.md; the stand-in ComfyUI runs in this process). Covers: every
 example run without a logical date succeeds and writes its files under its run id; the asset event
 starts the consumer; a deferrable task's trigger runs in the triggerer process; a triggerer killed
-while deferred tasks wait (the stand-in holds their prompts) is replaced and the tasks succeed.
+while deferred tasks wait (the stand-in holds their prompts) is replaced and the tasks succeed;
+in Chromium: log in, the connection form's labels and extra fields, its Test button against the
+stand-in, a finished task's two extra links and the output link serving the image (screenshots in
+build/deployment-artifacts/).
 """
 
 from __future__ import annotations
 
+import json
+import urllib.parse
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from airflow_comfy.get_provider_info import get_provider_info, ui_field_behaviour
 from airflow_comfy.testing import StandInServer
 
-from .conftest import ARTIFACTS
+from .conftest import ARTIFACTS, require_binary
 from .harness import Deployment, free_port, wait_for
 
 pytestmark = [pytest.mark.deployment, pytest.mark.timeout(900)]
@@ -143,3 +150,105 @@ def test_killed_triggerer_is_replaced_and_the_deferred_tasks_succeed(deployment,
         assert "starting" in logs[first] and "Trigger fired event" not in logs[first], logs[first]
         [second] = set(logs) - {first}
         assert "Trigger fired event" in logs[second] and "'status': 'success'" in logs[second]
+
+
+def expect(locator: Any) -> Any:
+    from playwright.sync_api import expect as playwright_expect
+
+    return playwright_expect(locator)
+
+
+# -- the UI, in Debian's Chromium driven by Playwright (never a downloaded browser) -------------------
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+
+
+@pytest.fixture(scope="module")
+def page(deployment: Deployment) -> Iterator[Any]:
+    """A logged-in page of the UI (user ``admin``, the password from the docs' passwords file)."""
+    chromium = require_binary("chromium")
+    sync_api = pytest.importorskip("playwright.sync_api", reason="needs the deployment extra")
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=chromium, args=CHROMIUM_FLAGS, headless=True)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1100})
+            page.set_default_timeout(60_000)
+            page.goto(deployment.url + "/")
+            page.fill("input[name=username]", "admin")
+            page.fill("input[name=password]", deployment.password())
+            page.get_by_role("button", name="Sign in").click()
+            page.wait_for_url(deployment.url + "/")
+            yield page
+        finally:
+            browser.close()
+
+
+def test_ui_connection_form_and_test_button(deployment, standin, page, artifacts):
+    form = ui_field_behaviour()
+    [conn_type] = get_provider_info()["connection-types"]
+    page.goto(deployment.url + "/connections")
+    page.get_by_role("button", name="Add Connection").click()
+    page.fill("input[name=connection_id]", "comfyui_ui")
+    page.locator("input[aria-autocomplete=list]").fill("comfyui")
+    page.keyboard.press("Enter")
+    dialog = page.get_by_role("dialog")
+    for label in form["relabeling"].values():
+        expect(dialog.get_by_text(label, exact=True)).to_be_visible()
+    assert page.get_attribute("input[name=host]", "placeholder") == form["placeholders"]["host"]
+    dialog.get_by_role("button", name="Extra Fields", exact=True).click()
+    for field in conn_type["conn-fields"].values():
+        expect(dialog.get_by_text(field["label"], exact=True)).to_be_visible()
+    page.screenshot(path=artifacts / "connection-form.png", full_page=True)
+
+    dialog.get_by_role("button", name="Standard Fields", exact=True).click()
+    page.fill("input[name=host]", "127.0.0.1")
+    page.fill("input[name=port]", str(standin.port))
+    dialog.get_by_role("button", name="Save").click()
+    expect(page.get_by_role("cell", name="comfyui_ui", exact=True)).to_be_visible()
+    # The form stores every extra field, the unset ones as null: they must read as "not set".
+    stored = json.loads(deployment.api("GET", "/connections/comfyui_ui")["extra"])
+    assert set(stored) == set(conn_type["conn-fields"]) and set(stored.values()) == {None}
+
+    with page.expect_response(lambda r: r.url.endswith("/api/v2/connections/test")) as tested:
+        page.get_by_role("button", name="Test Connection").click()
+    result = tested.value.json()
+    assert result["status"] is True, result
+    expect(page.get_by_text("Test Connection Successful")).to_be_visible()
+    expect(
+        page.get_by_text(f"Connected to ComfyUI 0.3.64 at http://127.0.0.1:{standin.port}")
+    ).to_be_visible()
+    page.wait_for_timeout(500)  # let the icon turn green for the screenshot
+    page.screenshot(path=artifacts / "connection-tested.png")
+
+
+def test_ui_task_shows_both_extra_links_and_the_output_link_serves_the_image(
+    deployment, runs, page, artifacts
+):
+    run_id, _ = runs["comfyui_single_prompt"]
+    run = urllib.parse.quote(run_id, safe="")
+    page.goto(f"{deployment.url}/dags/comfyui_single_prompt/runs/{run}/tasks/generate/details")
+    web, output = (
+        page.get_by_role("link", name="ComfyUI", exact=True),
+        page.get_by_role("link", name="ComfyUI output"),
+    )
+    expect(web).to_be_visible()
+    expect(output).to_be_visible()
+    page.screenshot(path=artifacts / "task-extra-links.png")
+    assert web.get_attribute("href").rstrip("/") == standin_url(deployment)
+    href = output.get_attribute("href")
+    assert href.startswith(standin_url(deployment) + "/view?")
+    response = page.goto(href)
+    assert response.ok and response.headers["content-type"] == "image/png"
+    assert response.body().startswith(b"\x89PNG")
+    page.screenshot(path=artifacts / "output-image.png")
+
+
+def standin_url(deployment: Deployment) -> str:
+    return json.loads(deployment.env["AIRFLOW_CONN_COMFYUI_DEFAULT"])["host"].rstrip("/")
