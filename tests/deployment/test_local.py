@@ -13,6 +13,7 @@ build/deployment-artifacts/).
 from __future__ import annotations
 
 import json
+import shutil
 import urllib.parse
 from collections.abc import Iterator
 from pathlib import Path
@@ -37,6 +38,7 @@ EXAMPLES = {
 }
 BATCH = "comfyui_batch_mapped"
 BATCH_SIZE = 6
+TEMPLATE_ERROR = "comfyui_template_error"
 
 
 @pytest.fixture(scope="module")
@@ -51,9 +53,13 @@ def deployment(standin: StandInServer, workdir: Path) -> Iterator[Deployment]:
     deployment = Deployment(workdir / "airflow", ["local"], settings, extra)
     try:
         deployment.setup()
+        shutil.copy(
+            Path(__file__).parent / "dags" / f"{TEMPLATE_ERROR}.py",
+            deployment.env["AIRFLOW__CORE__DAGS_FOLDER"],
+        )
         for name in ("api-server", "scheduler", "dag-processor", "triggerer"):
             deployment.start(name, deployment.command(f"airflow {name}"))
-        deployment.wait_ready(EXAMPLES | {"comfyui_assets_consumer"})
+        deployment.wait_ready(EXAMPLES | {"comfyui_assets_consumer", TEMPLATE_ERROR})
         yield deployment
     finally:
         deployment.stop(keep_logs_in=ARTIFACTS / "local")
@@ -101,6 +107,20 @@ def test_outputs_are_written_under_the_run_id(deployment, runs):
     run_id, _ = runs["comfyui_single_prompt"]
     [path] = deployment.xcom("comfyui_single_prompt", run_id, "generate")
     assert Path(path).is_relative_to(outputs / "comfyui_single_prompt" / run_id)
+
+
+def test_a_template_error_fails_at_once_without_retries(deployment):
+    run_id = deployment.trigger(TEMPLATE_ERROR)  # retry_delay is 10 minutes: a retry would time out
+    assert deployment.wait_run(TEMPLATE_ERROR, run_id, timeout=240) == "failed"
+    tis = deployment.task_instances(TEMPLATE_ERROR, run_id)
+    assert {key: (ti["state"], ti["try_number"]) for key, ti in tis.items()} == {
+        ("plain", -1): ("failed", 1),
+        ("mapped", 0): ("failed", 1),
+        ("mapped", 1): ("failed", 1),
+    }
+    for task_id, index in tis:
+        log = deployment.task_log(TEMPLATE_ERROR, run_id, task_id, index)
+        assert "Template error" in log and "'ts_nodash' is undefined" in log and "run_id" in log, log[-3000:]
 
 
 def test_asset_event_starts_the_consumer(deployment, runs):
