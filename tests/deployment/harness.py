@@ -112,6 +112,15 @@ class Deployment:
         self.env = dict(pair.split("=", 1) for pair in pairs if "=" in pair)
         self.env.update(self.extra_env)
 
+    def run_block(self, name: str) -> str:
+        """Run the docs' block ``name`` with bash in the deployment's environment; its output."""
+        script = "set -euo pipefail\n" + doc_blocks()[name]
+        done = subprocess.run(
+            ["bash", "-c", script], cwd=ROOT, env=self.env, capture_output=True, text=True, timeout=120
+        )
+        assert done.returncode == 0, f"block {name} failed: {done.stderr}"
+        return done.stdout
+
     def command(self, starts_with: str) -> str:
         [found] = [c for c in self.commands if c.startswith(starts_with)]
         return found

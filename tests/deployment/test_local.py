@@ -96,6 +96,12 @@ def test_every_example_succeeds_when_triggered_without_a_logical_date(deployment
         assert set(tries.values()) == {1}, (dag_id, tries)  # nothing needed a retry
 
 
+def test_the_docs_rest_api_commands_trigger_a_run_without_a_logical_date(deployment):
+    run = json.loads(deployment.run_block("trigger"))  # curl, as a reader would run it
+    assert run["dag_id"] == "comfyui_single_prompt" and run["logical_date"] is None
+    assert deployment.wait_run("comfyui_single_prompt", run["dag_run_id"]) == "success"
+
+
 def test_outputs_are_written_under_the_run_id(deployment, runs):
     outputs = Path(deployment.env["AIRFLOW_COMFY_OUTPUT_DIR"])
     expected = {"comfyui_single_prompt": 1, BATCH: BATCH_SIZE, "comfyui_etl_folder": 3}
