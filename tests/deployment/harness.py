@@ -152,6 +152,9 @@ class Deployment:
 
     def stop(self, keep_logs_in: Path | None = None) -> None:
         """Kill every process group; copy the logs (ours and Airflow's) to ``keep_logs_in``."""
+        for process in self.processes.values():  # all at once, so their shutdowns overlap
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGTERM)
         for name in list(self.processes):
             self.kill(name, signal.SIGTERM)
         if keep_logs_in is not None:
