@@ -38,7 +38,7 @@ def comfyui_assets_producer() -> None:
         task_id="render",
         workflow=str(WORKFLOW),
         overrides={"Save.filename_prefix": "assets/{{ dag.dag_id }}"},
-        output_dir=OUTPUT_ROOT + "/{{ dag.dag_id }}/{{ ts_nodash }}",
+        output_dir=OUTPUT_ROOT + "/{{ dag.dag_id }}/{{ run_id }}",
         timeout=600,
         outlets=[RENDERS],
     )

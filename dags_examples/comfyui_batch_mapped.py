@@ -41,7 +41,7 @@ def comfyui_batch_mapped() -> None:
     renders = ComfyUIPromptOperator.partial(
         task_id="render",
         workflow=str(WORKFLOW),
-        output_dir=OUTPUT_ROOT + "/{{ dag.dag_id }}/{{ ts_nodash }}/{{ ti.map_index }}",
+        output_dir=OUTPUT_ROOT + "/{{ dag.dag_id }}/{{ run_id }}/{{ ti.map_index }}",
         deferrable=True,
         check_interval=0.5,
         timeout=900,

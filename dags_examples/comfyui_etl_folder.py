@@ -45,7 +45,7 @@ def comfyui_etl_folder() -> None:
         workflow=str(HERE / "workflows" / "invert_blur_ui.json"),
         overrides={"Blur.blur_radius": 3, "Save.filename_prefix": "etl/{{ dag.dag_id }}"},
         input_subfolder="etl-inputs",
-        output_dir=OUTPUT_ROOT + "/{{ dag.dag_id }}/{{ ts_nodash }}",
+        output_dir=OUTPUT_ROOT + "/{{ dag.dag_id }}/{{ run_id }}",
         timeout=600,
         retries=1,
     ).expand(inputs=list_inputs())

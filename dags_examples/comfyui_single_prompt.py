@@ -35,7 +35,7 @@ def comfyui_single_prompt() -> None:
             "Blur.blur_radius": "{{ params.blur_radius }}",
             "Save.filename_prefix": "airflow/{{ dag.dag_id }}",
         },
-        output_dir=OUTPUT_ROOT + "/{{ dag.dag_id }}/{{ ts_nodash }}",
+        output_dir=OUTPUT_ROOT + "/{{ dag.dag_id }}/{{ run_id }}",
         timeout=600,
         retries=2,
     )

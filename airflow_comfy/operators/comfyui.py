@@ -27,6 +27,7 @@ from airflow.sdk import BaseOperator
 from airflow.sdk.configuration import conf
 
 from airflow_comfy.links import ComfyUIOutputLink, ComfyUIWebLink
+from airflow_comfy.templating import FailFastTemplates
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -37,7 +38,7 @@ if TYPE_CHECKING:
 WorkflowSource = Mapping[str, Any] | str | os.PathLike[str]
 
 
-class ComfyUIPromptOperator(BaseOperator):
+class ComfyUIPromptOperator(FailFastTemplates, BaseOperator):
     """Run one ComfyUI workflow and return its output files.
 
     :param workflow: the workflow in API format (dict, JSON text or a ``.json`` path), or in the web
@@ -226,7 +227,7 @@ class ComfyUIPromptOperator(BaseOperator):
         return self._run
 
 
-class ComfyUICancelPromptOperator(BaseOperator):
+class ComfyUICancelPromptOperator(FailFastTemplates, BaseOperator):
     """Cancel one prompt: removed from the queue if pending, interrupted if running, else nothing.
 
     :param prompt_id: the prompt. Templated.
@@ -262,7 +263,7 @@ class ComfyUICancelPromptOperator(BaseOperator):
         return done
 
 
-class ComfyUIFreeOperator(BaseOperator):
+class ComfyUIFreeOperator(FailFastTemplates, BaseOperator):
     """POST /free: unload models and/or free memory (drops ComfyUI's executor cache).
 
     On a connection with several servers it frees every server, or only ``server`` when given.
@@ -302,7 +303,7 @@ class ComfyUIFreeOperator(BaseOperator):
             raise ComfyUIError(f"/free failed on {len(failures)} server(s): {'; '.join(failures)}")
 
 
-class ComfyUIUploadOperator(BaseOperator):
+class ComfyUIUploadOperator(FailFastTemplates, BaseOperator):
     """Upload files to ComfyUI's input folder; returns the names to use in LoadImage-like nodes.
 
     :param files: local paths or object-storage URIs (``s3://…``). Templated.

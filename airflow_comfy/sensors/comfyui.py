@@ -28,6 +28,7 @@ from airflow.sdk.configuration import conf
 
 from airflow_comfy.exceptions import ComfyUIError
 from airflow_comfy.links import ComfyUIOutputLink, ComfyUIWebLink
+from airflow_comfy.templating import FailFastTemplates
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -41,7 +42,7 @@ if TYPE_CHECKING:
 LOST_HINT = "run the task that submitted it again (a sensor cannot resubmit a prompt)."
 
 
-class ComfyUIPromptSensor(BaseSensorOperator):
+class ComfyUIPromptSensor(FailFastTemplates, BaseSensorOperator):
     """Wait until ``prompt_id`` ends on the ComfyUI server of ``comfyui_conn_id``.
 
     :param prompt_id: the prompt to watch. Templated (e.g. ``{{ ti.xcom_pull('submit') }}``).

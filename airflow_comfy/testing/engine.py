@@ -49,6 +49,7 @@ class Engine:
         self._busy = False  # from dequeue until the final ``executing`` message was emitted
         self.interrupt = threading.Event()
         self.stop_event = threading.Event()
+        self.held = threading.Event()  # set: queued prompts stay queued (nothing starts)
         self.executor = Executor(
             folders, emit, supports_metadata, self.interrupt, self.stop_event, dict(node_delays or {})
         )
@@ -152,9 +153,9 @@ class Engine:
     # -- worker -------------------------------------------------------------------------------
     def _get(self) -> tuple[QueueItem, int] | None:
         with self.not_empty:
-            if not self.queue:
+            if not self.queue or self.held.is_set():
                 self.not_empty.wait(_POLL)
-            if not self.queue or self.stop_event.is_set():
+            if not self.queue or self.held.is_set() or self.stop_event.is_set():
                 return None
             item = heapq.heappop(self.queue)
             self._busy = True

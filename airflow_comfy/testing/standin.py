@@ -51,6 +51,7 @@ class StandInServer:
         self._runner: web.AppRunner | None = None
         self._site: web.SockSite | None = None
         self._state: StandInState | None = None
+        self._held = False
 
     # -- public API ---------------------------------------------------------------------------
     @property
@@ -93,6 +94,18 @@ class StandInServer:
         """
         self._call(self._arestart())
 
+    def hold(self, held: bool = True) -> None:
+        """Keep every prompt queued (True) or let the queue run again (False); survives ``restart()``.
+
+        Makes "a prompt is waiting" a deterministic moment: submissions are accepted and reported
+        as pending, nothing starts until released.
+        """
+        self._held = held
+        engine = self.engine
+        (engine.held.set if held else engine.held.clear)()
+        with engine.mutex:
+            engine.not_empty.notify_all()
+
     def wait_idle(self, timeout: float = 30.0) -> None:
         """Block until nothing is queued or running and every event was handed to the sockets."""
         state = self._require_state()
@@ -119,6 +132,8 @@ class StandInServer:
 
     def _new_engine(self, hub: Hub) -> Engine:
         engine = Engine(self.folders, hub.emit, hub.supports_metadata, self.node_delays)
+        if self._held:
+            engine.held.set()
         engine.start()
         return engine
 

@@ -216,3 +216,16 @@ def test_ui_field_behaviour():
     behaviour = ComfyUIHook.get_ui_field_behaviour()
     assert "host" in behaviour["relabeling"]
     json.loads(behaviour["placeholders"]["extra"])
+
+
+def test_null_extras_from_the_ui_form_mean_not_set():
+    # A connection saved from the UI stores every extra field of the form, unset ones as null.
+    from airflow_comfy.get_provider_info import get_provider_info
+
+    [conn_type] = get_provider_info()["connection-types"]
+    nulls = dict.fromkeys(conn_type["conn-fields"], None)
+    assert {"token", "headers", "verify", "hosts", "path_prefix", "connect_timeout"} <= set(nulls)
+    saved = settings_from_connection(from_json(host="127.0.0.1", extra=nulls))
+    default = settings_from_connection(from_json(host="127.0.0.1"))
+    assert saved == default
+    assert saved.servers == ("http://127.0.0.1:8188",) and dict(saved.auth_headers) == {}

@@ -141,3 +141,16 @@ def test_restart_loses_state_but_keeps_files(slow_standin, contract_workflows) -
     assert view.status_code == 200
     assert submit(slow_standin, contract_workflows["empty_save"])["number"] == 0
     slow_standin.wait_idle(30)
+
+
+def test_hold_keeps_prompts_pending_until_released_even_across_restart(standin, contract_workflows) -> None:
+    standin.hold()
+    held = submit(standin, contract_workflows["empty_save"])["prompt_id"]
+    standin.restart()  # still held afterwards; the restart lost the queue, so submit again
+    held = submit(standin, contract_workflows["empty_save"])["prompt_id"]
+    body = _get(standin, "/queue").json()
+    assert body["queue_running"] == [] and [item[1] for item in body["queue_pending"]] == [held]
+    assert history(standin, held) == {} and not standin.engine.is_idle()
+    standin.hold(False)
+    standin.wait_idle(30)
+    assert history(standin, held)[held]["status"]["status_str"] == "success"
