@@ -2,7 +2,7 @@
 
 Every test runs twice: against the stand-in server (``[standin]``) and against the real ComfyUI named
 by COMFYUI_URL (``[live]``, skipped when unset). Status codes, content types and body *shapes* are
-compared with the recordings in ../shared/comfyui-contract; volatile values are not (see shapes.py).
+compared with the recordings in tests/data/comfyui-0.3.64; volatile values are not (see shapes.py).
 
 The tests keep to their own prompts so that they can run against a shared live server: unique ids,
 prefixes and file names, bounded waits, our own prompts interrupted or deleted at the end, and the

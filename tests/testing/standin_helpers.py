@@ -2,30 +2,21 @@
 
 from __future__ import annotations
 
-import importlib.util
 import io
 import json
 import time
-from pathlib import Path
 from typing import Any
 
 import requests
 import websocket
+from contract_data import load_transcript
 from PIL import Image
 
 from airflow_comfy.protocol.events import BINARY_EVENT_NAMES, decode_binary_frame
 from airflow_comfy.protocol.urls import ws_url
 from airflow_comfy.testing import StandInServer
 
-_spec = importlib.util.spec_from_file_location(
-    "_tests_root_conftest", Path(__file__).parents[1] / "conftest.py"
-)
-assert _spec is not None and _spec.loader is not None
-_root = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(_root)
-load_transcript = (
-    _root.load_transcript
-)  # tests/conftest.py's loader (imported by path: "conftest" is ambiguous)
+__all__ = ["WsRecorder", "history", "load_transcript", "png_bytes", "run", "submit", "upload"]
 
 
 class WsRecorder:
