@@ -16,7 +16,7 @@ from airflow_comfy.protocol.events import BINARY_EVENT_NAMES, decode_binary_fram
 from airflow_comfy.protocol.urls import ws_url
 from airflow_comfy.testing import StandInServer
 
-__all__ = ["WsRecorder", "history", "load_transcript", "png_bytes", "run", "submit", "upload"]
+__all__ = ["WsRecorder", "gated", "history", "load_transcript", "png_bytes", "run", "submit", "upload"]
 
 
 class WsRecorder:
@@ -70,6 +70,20 @@ class WsRecorder:
 
     def close(self) -> None:
         self.sock.close()
+
+
+def gated(prompt: dict[str, Any], node_id: str, gate: str = "gate") -> dict[str, Any]:
+    """``prompt`` with node ``node_id`` (an IMAGE → IMAGE node) replaced by a StandInGate named ``gate``.
+
+    The run then holds in that node until the test calls ``server.gates.release(gate)``: the test
+    acts (interrupt, delete, ...) at a moment that does not depend on the machine's speed.
+    """
+    prompt = json.loads(json.dumps(prompt))
+    prompt[node_id] = {
+        "class_type": "StandInGate",
+        "inputs": {"image": prompt[node_id]["inputs"]["image"], "gate": gate},
+    }
+    return prompt
 
 
 def submit(server: StandInServer, prompt: dict[str, Any], **extra: Any) -> dict[str, Any]:
