@@ -66,6 +66,17 @@ def delay_workflow(seconds: float, prefix: str = "t/slow", steps: int = 10, colo
     return workflow
 
 
+def gated_workflow(gate: str, prefix: str = "t/gated") -> dict[str, Any]:
+    """EmptyImage → StandInGate(gate) → SaveImage: runs until the test calls ``server.gates.release(gate)``.
+
+    Where a prompt must still be running (or others still queued behind it) when the test acts.
+    """
+    workflow = image_workflow(prefix)
+    workflow["2"] = {"class_type": "StandInGate", "inputs": {"image": ["1", 0], "gate": gate}}
+    workflow["9"]["inputs"]["images"] = ["2", 0]
+    return workflow
+
+
 def fail_workflow(message: str = "the GPU melted", prefix: str = "t/fail") -> dict[str, Any]:
     """EmptyImage → StandInFail (raises ``RuntimeError(message)`` in node 5) → SaveImage."""
     workflow = image_workflow(prefix)

@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from operators.support import delay_workflow, image_workflow, state_of, submit, wait_state
+from operators.support import delay_workflow, gated_workflow, image_workflow, state_of, submit, wait_state
 
 from airflow_comfy.exceptions import ComfyUIInterruptedError, ComfyUITimeoutError
 from airflow_comfy.testing import StandInServer
@@ -23,7 +23,8 @@ from resilience.support import Guard, make_op, run_op, wait_until
 def test_only_this_prompt_is_cancelled(
     standin: StandInServer, conn: str, guard: Guard, in_thread: Any, phase: str, how: str
 ) -> None:
-    before = [submit(standin, delay_workflow(0.8, prefix="c/before"))] if phase == "pending" else []
+    # The prompt ahead of ours runs until the test releases it: ours is pending for as long as needed.
+    before = [submit(standin, gated_workflow("before", prefix="c/before"))] if phase == "pending" else []
     ti = guard.ti()
     mine_workflow = (
         image_workflow("c/mine") if phase == "pending" else delay_workflow(10, steps=100, prefix="c/mine")
@@ -41,7 +42,8 @@ def test_only_this_prompt_is_cancelled(
         assert state_of(standin, mine) == phase
         op.on_kill()
 
-    error, took = future.result(timeout=15)
+    error, took = future.result(timeout=60)
+    standin.gates.release("before")
 
     guard.seen(error)
     if how == "killed":
@@ -49,14 +51,14 @@ def test_only_this_prompt_is_cancelled(
         assert error.prompt_id == mine
         if phase == "pending":  # stopped by the operator: it says why, not "the server restarted"
             assert "the task was killed" in str(error) and standin.url in str(error)
-        assert took < 3
+        assert took < 30  # promptly, not after a long wait (generous: a loaded machine)
     else:
         assert isinstance(error, ComfyUITimeoutError), error
         message = str(error)
         assert f"ComfyUI prompt {mine} on {standin.url} did not finish within 0.5 s" in message
         assert "raise the timeout, or check the server's queue" in message
-        assert took < 2.5
-    standin.wait_idle(15)
+        assert took < 30
+    standin.wait_idle(30)
     assert [state_of(standin, p) for p in before + after] == ["success"] * len(before + after)
     if phase == "pending":  # removed from the queue, never run, nothing interrupted
         assert state_of(standin, mine) == "not_found"
@@ -70,16 +72,17 @@ def test_only_this_prompt_is_cancelled(
 
 def test_kill_before_the_wait_starts_still_cancels(standin: StandInServer, conn: str, guard: Guard) -> None:
     """``on_kill`` arriving while the task is still submitting: the prompt is cancelled as it starts."""
-    blocker = submit(standin, delay_workflow(0.6, prefix="c/blocker"))
+    blocker = submit(standin, gated_workflow("blocker", prefix="c/blocker"))  # holds the queue
     ti = guard.ti()
     op = make_op(conn, image_workflow("c/early"), validate=False)
     op.on_kill()  # nothing is active yet: only remembered
 
     error, took = run_op(op, ti)
+    standin.gates.release("blocker")
 
     guard.seen(error)
     assert isinstance(error, ComfyUIInterruptedError), error
-    assert took < 3
-    standin.wait_idle(10)
+    assert took < 30
+    standin.wait_idle(30)
     assert state_of(standin, ti.xcoms["prompt_id"]) == "not_found"  # removed before it could run
     assert state_of(standin, blocker) == "success"
