@@ -17,6 +17,7 @@ import pytest
 from airflow.sdk._shared.module_loading import import_string
 from operators.support import (
     delay_workflow,
+    gated_workflow,
     direct_hook,
     fail_workflow,
     image_workflow,
@@ -186,11 +187,12 @@ def test_on_kill_interrupts_only_its_running_prompt(standin: StandInServer, comf
 
 
 def test_on_kill_removes_only_its_pending_prompt(standin: StandInServer, comfy_conn: str) -> None:
-    blocker = submit(standin, delay_workflow(0.6, prefix="tr/blocker"))
+    blocker = submit(standin, gated_workflow("blocker", prefix="tr/blocker"))  # holds ours pending
     mine = submit(standin, image_workflow("tr/mine"))
     after = submit(standin, image_workflow("tr/after", color=3))
 
-    asyncio.run(asyncio.wait_for(make_trigger(comfy_conn, mine).on_kill(), 10))
+    asyncio.run(asyncio.wait_for(make_trigger(comfy_conn, mine).on_kill(), 30))
+    standin.gates.release("blocker")
 
     standin.wait_idle(15)
     assert state_of(standin, mine) == "not_found"
@@ -280,7 +282,13 @@ def test_a_cancelled_trigger_unregisters_its_prompt(standin: StandInServer, comf
     async def scenario() -> tuple[set[str], set[str], bool, bool]:
         killed = asyncio.ensure_future(events_of(make_trigger(comfy_conn, mine)))
         kept = asyncio.ensure_future(events_of(make_trigger(comfy_conn, other)))
-        await asyncio.sleep(0.3)
+        for _ in range(3000):  # until both registered (bounded: 30 s)
+            pollers = [
+                p for p in poller_module._POLLERS.values() if p.client.settings.base_url == standin.url
+            ]
+            if pollers and len(pollers[0].watches) == 2:
+                break
+            await asyncio.sleep(0.01)
         poller = _poller_of(standin.url)
         registered = {w.prompt_id for w in poller.watches}
         killed.cancel()  # what the triggerer does when the task is killed or the trigger removed
