@@ -17,9 +17,9 @@ import pytest
 from airflow.sdk._shared.module_loading import import_string
 from operators.support import (
     delay_workflow,
-    gated_workflow,
     direct_hook,
     fail_workflow,
+    gated_workflow,
     image_workflow,
     state_of,
     submit,
