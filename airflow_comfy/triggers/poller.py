@@ -9,8 +9,9 @@ Rounds have two causes. Interval rounds: a watch's due time passed. Woken rounds
 :class:`~airflow_comfy.triggers.listener.QueueListener` (one WebSocket per server and loop, started
 with the first watch, closed with the last) saw a queue change that may end a prompt; the next round
 then reads *every* watch. Woken rounds are coalesced: one round in flight at a time, and one starts at
-least :data:`MIN_GAP` seconds after the previous round started and no sooner than that round took
-(so a busy server keeps the poller at most about half busy), however many signals came meanwhile.
+least :data:`MIN_GAP` seconds after the previous round started, and after a pause as long as that
+round took (at most :data:`MAX_REST`), however many signals came meanwhile: a server whose queue
+changes all the time gets about one status read per round time, never a request per message.
 
 Invariants:
 - one :class:`SharedPoller` per event loop and server settings, so a triggerer with a thousand
@@ -43,6 +44,7 @@ log = logging.getLogger(__name__)
 MIN_INTERVAL = 0.05  # seconds: the shortest check interval a watch gets (no busy loop)
 _SLACK = 0.005  # seconds: due times this close together share one round
 MIN_GAP = 0.05  # seconds: the shortest time between the starts of a round and the woken round after it
+MAX_REST = 0.1  # seconds: the longest pause after a round before a woken one (as long as the round, at most)
 _PollerKey = tuple[int, str, tuple[tuple[str, str], ...], str, float, float, int, float, float]
 _POLLERS: dict[_PollerKey, SharedPoller] = {}
 
@@ -198,7 +200,8 @@ class SharedPoller:
                     for w in due:
                         w.deliver(error)
                 ended = self.loop.time()
-                self._earliest_woken = max(started + MIN_GAP, 2 * ended - started)
+                rest = min(ended - started, MAX_REST)  # a slow round earns a pause, a bounded one
+                self._earliest_woken = max(started + MIN_GAP, ended + rest)
         finally:
             if self._task is asyncio.current_task():
                 self._task = None
