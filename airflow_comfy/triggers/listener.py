@@ -30,6 +30,7 @@ import os
 import random
 import ssl
 from collections.abc import Callable
+from typing import NoReturn
 
 from websockets.asyncio.client import ClientConnection, connect
 
@@ -100,8 +101,7 @@ class QueueListener:
                 async with self._connect(ssl_context) as ws:
                     opened_at = self.loop.time()
                     self.connected, self.connections = True, self.connections + 1
-                    await self._read(ws)
-                reason = "the server closed it"
+                    await self._read(ws)  # ends only by raising (ConnectionClosed when the socket ends)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # whatever went wrong, interval polling goes on
@@ -130,8 +130,8 @@ class QueueListener:
             ssl=ssl_context,
         )
 
-    async def _read(self, ws: ClientConnection) -> None:
-        """Until the socket ends: signal on every frame that may announce an end."""
+    async def _read(self, ws: ClientConnection) -> NoReturn:
+        """Until the socket ends (it raises then): signal on every frame that may announce an end."""
         last: int | None = None
         while True:
             frame = await ws.recv(decode=False)  # no UTF-8 check: the JSON parser checks what it reads

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+import websocket
 from operators.support import delay_workflow, direct_hook, image_workflow, submit, wait_state
 
 from airflow_comfy.protocol.events import MAX_SIGNAL_FRAME, QueueSignal, queue_signal
@@ -64,6 +65,37 @@ def test_queue_signal_ignores_everything_else(frame: bytes) -> None:
 
 
 # --- against the stand-in -------------------------------------------------------------------------
+
+
+def test_the_stand_in_broadcasts_status_like_comfyui(standin: StandInServer) -> None:
+    """What ComfyUI 0.3.64 sent to a second socket while another client's prompt ran (recorded as
+    ``ws_two_clients``): the greeting with its ``sid``, then ``status`` on enqueue (1), dequeue (1) and
+    after the end (0) — and nothing else."""
+    url = f"ws://127.0.0.1:{standin.port}/ws?clientId=bystander"
+    ws = websocket.create_connection(url, timeout=10)
+    try:
+        prompt_id = str(
+            direct_hook(standin).submit_prompt(image_workflow("ls/b"), client_id="A")["prompt_id"]
+        )
+        standin.wait_idle(30)
+        messages = []
+        while len(messages) < 4:
+            messages.append(json.loads(ws.recv()))
+        ws.settimeout(0.3)
+        with pytest.raises(websocket.WebSocketTimeoutException):
+            ws.recv()
+    finally:
+        ws.close()
+    assert [m["type"] for m in messages] == ["status"] * 4
+    assert [m["data"]["status"]["exec_info"]["queue_remaining"] for m in messages] == [0, 1, 1, 0]
+    assert messages[0]["data"]["sid"] == "bystander" and all("sid" not in m["data"] for m in messages[1:])
+    assert [queue_signal(json.dumps(m)) for m in messages] == [
+        QueueSignal(0, greeting=True),
+        QueueSignal(1),
+        QueueSignal(1),
+        QueueSignal(0),
+    ]
+    assert prompt_id
 
 
 def make_trigger(conn_id: str, prompt_id: str, **kwargs: Any) -> ComfyUIPromptTrigger:
