@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 from contextlib import suppress
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any, Protocol
 
 import requests
 
@@ -18,13 +18,24 @@ from airflow_comfy.protocol import errors
 from airflow_comfy.protocol.outputs import OutputRef, safe_local_path, safe_relative_parts
 
 if TYPE_CHECKING:
-    from airflow_comfy.hooks.client import ComfyUIClient
+    from contextlib import AbstractContextManager
+
+
+class Viewer(Protocol):
+    """What a download needs of a client (:class:`~airflow_comfy.hooks.client.ComfyUIClient`)."""
+
+    def view(
+        self, filename: str, subfolder: str = "", folder_type: str = "output"
+    ) -> AbstractContextManager[requests.Response]: ...
+
+    def view_url(self, ref: OutputRef) -> str: ...
+
 
 DOWNLOAD_CHUNK = 1024 * 1024
 
 
 def download(
-    client: ComfyUIClient, ref: OutputRef, dest_dir: str | os.PathLike[str], *, keep_subfolder: bool
+    client: Viewer, ref: OutputRef, dest_dir: str | os.PathLike[str], *, keep_subfolder: bool
 ) -> Any:
     """Stream ``ref`` into ``dest_dir``; returns the written ``Path`` (or ``ObjectStoragePath``)."""
     target_dir = os.fspath(dest_dir)
@@ -45,7 +56,7 @@ def download(
     return target
 
 
-def _to_object_storage(client: ComfyUIClient, ref: OutputRef, base: str, keep_subfolder: bool) -> Any:
+def _to_object_storage(client: Viewer, ref: OutputRef, base: str, keep_subfolder: bool) -> Any:
     from airflow.sdk import ObjectStoragePath
 
     parts = safe_relative_parts(ref.subfolder if keep_subfolder else "", ref.filename)
@@ -61,7 +72,7 @@ def _to_object_storage(client: ComfyUIClient, ref: OutputRef, base: str, keep_su
     return destination
 
 
-def _copy(client: ComfyUIClient, ref: OutputRef, response: requests.Response, handle: IO[bytes]) -> None:
+def _copy(client: Viewer, ref: OutputRef, response: requests.Response, handle: IO[bytes]) -> None:
     try:
         for chunk in response.iter_content(chunk_size=DOWNLOAD_CHUNK):
             handle.write(chunk)

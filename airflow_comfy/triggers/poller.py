@@ -187,7 +187,8 @@ class SharedPoller:
                 else:
                     due = [w for w in self.watches if w.due <= started + _SLACK]
                 for w in due:
-                    w.due = self._origin + _next_tick(started - self._origin, w.interval)
+                    # a tick within _SLACK is this one
+                    w.due = self._origin + _next_tick(started - self._origin + _SLACK, w.interval)
                 self.rounds += 1
                 try:
                     await self._round(due)
