@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 import websocket
+from contract_data import load_transcript
 from operators.support import delay_workflow, direct_hook, image_workflow, submit, wait_state
 
 from airflow_comfy.protocol.events import MAX_SIGNAL_FRAME, QueueSignal, queue_signal
@@ -68,34 +69,31 @@ def test_queue_signal_ignores_everything_else(frame: bytes) -> None:
 
 
 def test_the_stand_in_broadcasts_status_like_comfyui(standin: StandInServer) -> None:
-    """What ComfyUI 0.3.64 sent to a second socket while another client's prompt ran (recorded as
-    ``ws_two_clients``): the greeting with its ``sid``, then ``status`` on enqueue (1), dequeue (1) and
-    after the end (0) — and nothing else."""
-    url = f"ws://127.0.0.1:{standin.port}/ws?clientId=bystander"
-    ws = websocket.create_connection(url, timeout=10)
+    """A bystander socket gets what ComfyUI 0.3.64 sent it while another client's prompt ran
+    (``ws_two_clients``): the greeting with its ``sid``, then ``status`` on enqueue, dequeue and after
+    the end, with the same counts — and nothing else."""
+    recorded = load_transcript("ws_two_clients")["client_b"]["messages"]
+    ws = websocket.create_connection(f"ws://127.0.0.1:{standin.port}/ws?clientId=bystander", timeout=10)
     try:
-        prompt_id = str(
-            direct_hook(standin).submit_prompt(image_workflow("ls/b"), client_id="A")["prompt_id"]
-        )
+        direct_hook(standin).submit_prompt(image_workflow("ls/b"), client_id="A")
         standin.wait_idle(30)
-        messages = []
-        while len(messages) < 4:
-            messages.append(json.loads(ws.recv()))
+        messages = [json.loads(ws.recv()) for _ in recorded]
         ws.settimeout(0.3)
         with pytest.raises(websocket.WebSocketTimeoutException):
             ws.recv()
     finally:
         ws.close()
-    assert [m["type"] for m in messages] == ["status"] * 4
-    assert [m["data"]["status"]["exec_info"]["queue_remaining"] for m in messages] == [0, 1, 1, 0]
-    assert messages[0]["data"]["sid"] == "bystander" and all("sid" not in m["data"] for m in messages[1:])
+
+    def shape(message: dict[str, Any]) -> tuple[str, Any, bool]:
+        return message["type"], message["data"]["status"], "sid" in message["data"]
+
+    assert [shape(m) for m in messages] == [shape(m) for m in recorded]
     assert [queue_signal(json.dumps(m)) for m in messages] == [
         QueueSignal(0, greeting=True),
         QueueSignal(1),
         QueueSignal(1),
         QueueSignal(0),
     ]
-    assert prompt_id
 
 
 def make_trigger(conn_id: str, prompt_id: str, **kwargs: Any) -> ComfyUIPromptTrigger:
