@@ -6,13 +6,15 @@ Per size N, on the stand-in (in a child process, so its CPU and memory are not c
 3. *triggers*: N triggers in one loop for ``--window`` s while every prompt waits in the queue, then
    the blocker is interrupted and all N must complete.
 Figures: HTTP requests per prompt per check interval (from the stand-in's ``requests``), CPU time
-over wall time of this process while waiting, RSS growth, all complete. Targets: ≤ 1 request per
+over wall time of this process while waiting, RSS growth, all complete; the rounds the queue
+listener woke and its signals (``--no-listener``: interval rounds only). Targets: ≤ 1 request per
 prompt per interval, CPU mostly idle, growth ≤ 100 MB for 1,000, all complete.
 
 With ``COMFYUI_URL`` (real server: no StandInDelay, no baseline, requests counted client-side), the
 N tiny prompts are submitted and waited on with no blocker; keep N modest on a shared server.
 
     .venv/bin/python benchmarks/bench_triggers.py [--sizes 10,100,1000] [--interval 1] [--window 10]
+        [--no-baseline] [--no-listener]
 """
 
 from __future__ import annotations
@@ -48,7 +50,7 @@ from airflow_comfy.hooks.comfyui import ComfyUIHook  # noqa: E402
 from airflow_comfy.hooks.connection import ComfyUISettings  # noqa: E402
 from airflow_comfy.protocol.flows import Answer, Call  # noqa: E402
 from airflow_comfy.protocol.states import PromptState  # noqa: E402
-from airflow_comfy.triggers import poller  # noqa: E402
+from airflow_comfy.triggers import listener, poller  # noqa: E402
 from airflow_comfy.triggers.comfyui import ComfyUIPromptTrigger  # noqa: E402
 
 quiet_logs()
@@ -172,7 +174,7 @@ async def started(tasks: list[asyncio.Future[str]], timeout: float = 120.0) -> N
 
 def queue_cost(hook: ComfyUIHook) -> str:
     started = time.perf_counter()
-    with hook.transport.request("GET", "/queue") as response:
+    with hook.client().transport.request("GET", "/queue") as response:
         size = len(response.content)
     return f"{size / 1024:.0f} KiB in {(time.perf_counter() - started) * 1e3:.0f} ms"
 
@@ -231,6 +233,13 @@ def run_size(hook: ComfyUIHook, url: str, standin: StandInProcess | None, n: int
         f"(1,000 ≤ 100 MB: {verdict(growth * 1000 / max(n, 1000) <= 100)}); all complete: "
         f"{verdict(statuses.get('success', 0) == n)}"
     )
+    rounds = sum(p.rounds for p in poller._POLLERS.values())
+    woken = sum(p.woken_rounds for p in poller._POLLERS.values())
+    sockets = sum(lst.connections for lst in listener._LISTENERS.values())
+    signals = sum(lst.signals for lst in listener._LISTENERS.values())
+    off = "" if poller.SharedPoller.listen else "; listener off"
+    heard = f"{woken} woken by the queue listener: {signals} signals, {sockets} sockets{off}"
+    print(f"   rounds {rounds} ({heard})")
     if standin:
         standin.wait_idle(120)
 
@@ -241,14 +250,17 @@ def main() -> None:
     parser.add_argument("--interval", type=float, default=1.0, help="trigger poll_interval in s (default 1)")
     parser.add_argument("--window", type=float, default=10.0, help="seconds of waiting measured (default 10)")
     parser.add_argument("--no-baseline", action="store_true", help="skip the per-waiter polling baseline")
+    parser.add_argument("--no-listener", action="store_true", help="interval rounds only (no WebSocket)")
     args = parser.parse_args()
     sizes = [int(s) for s in (args.sizes or ("10,100" if real_url() else "10,100,1000")).split(",")]
     if len(sizes) > 1:  # one fresh process (and server) per size: no memory reused from a smaller run
         for n in sizes:
             argv = [f"--sizes={n}", f"--interval={args.interval}", f"--window={args.window}"]
             argv += ["--no-baseline"] if args.no_baseline else []
+            argv += ["--no-listener"] if args.no_listener else []
             subprocess.run([sys.executable, __file__, *argv], check=True, timeout=3600)
         return
+    poller.SharedPoller.listen = not args.no_listener
     with server_under_test() as (url, standin):
         header(
             f"{'/'.join(map(str, sizes))} deferred prompts in one event loop (interval {args.interval} s)",

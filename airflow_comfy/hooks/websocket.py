@@ -28,12 +28,17 @@ import websocket
 
 from airflow_comfy.exceptions import ComfyUIConnectionError
 from airflow_comfy.hooks.connection import ComfyUISettings
-from airflow_comfy.protocol.events import BinaryEvent, WsEvent, decode_binary_frame, parse_text_frame
+from airflow_comfy.protocol.events import (
+    SKIPPED_PREFIXES,
+    BinaryEvent,
+    WsEvent,
+    decode_binary_frame,
+    parse_text_frame,
+)
 from airflow_comfy.protocol.urls import redact_url, ws_url
 
 Event = WsEvent | BinaryEvent
-#: Text frames dropped unread: how ComfyUI's ``send_json`` starts them (``json.dumps`` spacing).
-SKIPPED_PREFIXES = (b'{"type": "progress_state"',)
+__all__ = ["SKIPPED_PREFIXES", "ComfyUIWebSocket", "Event"]
 
 
 class ComfyUIWebSocket:

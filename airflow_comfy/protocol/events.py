@@ -10,8 +10,14 @@ execution_cached, per node ``executing``/``progress``/``executed``, then ``execu
 ``executing`` with ``node: null``. History is written *before* that last message and *after*
 ``execution_success``.
 
-Invariant: :class:`PromptTracker` reports ``finished`` only on ``executing`` with ``node: null`` for
-its own prompt id, so a caller that then reads /history always finds the entry.
+Every socket, whatever its ``clientId``, also gets the ``status`` broadcast (``queue_remaining``:
+pending plus running) on each queue change: once on connect (with ``sid``), on enqueue (+1), on
+dequeue (unchanged) and after ``task_done`` wrote a history entry or a pending prompt was deleted
+(-1). :func:`queue_signal` reads just that from a raw frame, for the triggerer's listener.
+
+Invariants: :class:`PromptTracker` reports ``finished`` only on ``executing`` with ``node: null`` for
+its own prompt id, so a caller that then reads /history always finds the entry; :func:`queue_signal`
+parses no frame larger than :data:`MAX_SIGNAL_FRAME` and no ``progress_state`` frame.
 """
 
 from __future__ import annotations
@@ -36,6 +42,12 @@ BINARY_EVENT_NAMES = {
     PREVIEW_IMAGE_WITH_METADATA: "PREVIEW_IMAGE_WITH_METADATA",
 }
 IMAGE_FORMATS = {1: "image/jpeg", 2: "image/png"}
+#: Text frames dropped unread: how ComfyUI's ``send_json`` starts them (``json.dumps`` spacing).
+SKIPPED_PREFIXES = (b'{"type": "progress_state"',)
+#: Messages that announce the end of a prompt (sent to its client, ``execution_interrupted`` to all).
+END_MESSAGES = frozenset({"execution_success", "execution_error", "execution_interrupted"})
+#: A ``status`` frame is about 70 bytes; larger frames are never parsed for a queue signal.
+MAX_SIGNAL_FRAME = 16 * 1024
 
 
 @dataclass(frozen=True)
@@ -79,6 +91,41 @@ def parse_text_frame(frame: str | bytes) -> WsEvent | None:
         return None
     data = message.get("data")
     return WsEvent(message["type"], data if isinstance(data, dict) else {})
+
+
+@dataclass(frozen=True)
+class QueueSignal:
+    """What one frame says about the server's queue.
+
+    ``queue_remaining``: the count of a ``status`` message (``None`` when absent or not an int);
+    ``greeting``: the ``status`` sent on connect (it carries the socket's ``sid``); ``ended``: an
+    end message (:data:`END_MESSAGES`).
+    """
+
+    queue_remaining: int | None = None
+    greeting: bool = False
+    ended: bool = False
+
+
+def queue_signal(frame: bytes | str) -> QueueSignal | None:
+    """The queue signal in a raw frame, or ``None`` for any other frame (never raises)."""
+    if isinstance(frame, str):
+        frame = frame.encode("utf-8", "replace")
+    if len(frame) > MAX_SIGNAL_FRAME or frame.startswith(SKIPPED_PREFIXES):
+        return None
+    event = parse_text_frame(frame)
+    if event is None:
+        return None
+    if event.type in END_MESSAGES:
+        return QueueSignal(ended=True)
+    if event.type != "status":
+        return None
+    status = event.data.get("status")
+    info = status.get("exec_info") if isinstance(status, dict) else None
+    remaining = info.get("queue_remaining") if isinstance(info, dict) else None
+    if not isinstance(remaining, int) or isinstance(remaining, bool):
+        remaining = None
+    return QueueSignal(queue_remaining=remaining, greeting="sid" in event.data)
 
 
 def decode_binary_frame(frame: bytes) -> BinaryEvent | None:

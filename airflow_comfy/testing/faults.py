@@ -25,7 +25,7 @@ class _FailRule:
 
 
 class Faults:
-    """Switches: refuse connections, fail the next N requests, drop or silence WebSockets, delay."""
+    """Switches: refuse connections, fail the next N requests, drop, silence, refuse WebSockets, delay."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -33,12 +33,19 @@ class Faults:
         self.delay_seconds = 0.0
         self.silenced = False
         self.refusing = False
+        self.websocket_refusal: int | None = None
         self._on_refuse: Callable[[bool], None] | None = None
         self._on_drop: Callable[[], None] | None = None
+        self._on_raw: Callable[[str | bytes], None] | None = None
 
-    def bind(self, on_refuse: Callable[[bool], None], on_drop: Callable[[], None]) -> None:
-        """Called by the server: how to stop/start listening and how to drop sockets."""
-        self._on_refuse, self._on_drop = on_refuse, on_drop
+    def bind(
+        self,
+        on_refuse: Callable[[bool], None],
+        on_drop: Callable[[], None],
+        on_raw: Callable[[str | bytes], None] | None = None,
+    ) -> None:
+        """Called by the server: how to stop/start listening, drop sockets and send raw frames."""
+        self._on_refuse, self._on_drop, self._on_raw = on_refuse, on_drop, on_raw
 
     def refuse_connections(self, refuse: bool = True) -> None:
         """Stop (True) or resume (False) listening on the same port; existing sockets stay."""
@@ -69,6 +76,20 @@ class Faults:
             raise RuntimeError("the stand-in server is not running")
         self._on_drop()
 
+    def refuse_websockets(self, status: int | None = 403) -> None:
+        """Answer every /ws upgrade with ``status`` (a proxy without WebSockets); ``None`` turns it off.
+
+        Sockets already open stay open (drop them with :meth:`drop_websockets`).
+        """
+        self.websocket_refusal = None if status is None else int(status)
+
+    def send_raw_websocket_frame(self, frame: str | bytes) -> None:
+        """Send ``frame`` as is (text for ``str``, binary for ``bytes``) to every open /ws socket, in
+        order with the server's own messages: garbage, huge or malformed frames for resilience tests."""
+        if self._on_raw is None:
+            raise RuntimeError("the stand-in server is not running")
+        self._on_raw(frame)
+
     def silence_websockets(self, silent: bool = True) -> None:
         """Keep sockets open but send nothing (messages meanwhile are lost, not queued)."""
         self.silenced = silent
@@ -80,4 +101,4 @@ class Faults:
     def reset(self) -> None:
         with self._lock:
             self._rules = []
-        self.delay_seconds, self.silenced = 0.0, False
+        self.delay_seconds, self.silenced, self.websocket_refusal = 0.0, False, None

@@ -24,6 +24,7 @@ from aiohttp import web
 
 from airflow_comfy.protocol.events import encode_binary_frame
 
+_RAW = -1  # the event of a frame sent as is (never a ComfyUI binary event type: those are u32)
 SERVER_FEATURES = {"supports_preview_metadata": True, "max_upload_size": 104857600}
 _SEND_ERRORS = (aiohttp.ClientError, ConnectionError, RuntimeError)
 log = logging.getLogger(__name__)
@@ -68,6 +69,10 @@ class Hub:
         with contextlib.suppress(RuntimeError):  # the loop closed while stopping
             loop.call_soon_threadsafe(queue.put_nowait, (event, data, sid))
 
+    def emit_raw(self, frame: str | bytes) -> None:
+        """Thread-safe: queue one frame sent as is to every socket (fault injection)."""
+        self.emit(_RAW, frame, None)
+
     async def flush(self, timeout: float) -> None:
         """Wait until every message emitted so far has been handed to the sockets (call on the loop)."""
         if self._queue is not None:
@@ -100,8 +105,10 @@ class Hub:
         )
         if not targets:
             return
-        if isinstance(event, int):
-            frame: bytes | str = encode_binary_frame(event, bytes(data))
+        if event == _RAW:
+            frame: bytes | str = data
+        elif isinstance(event, int):
+            frame = encode_binary_frame(event, bytes(data))
         else:
             frame = json.dumps({"type": event, "data": data})
         for ws in targets:

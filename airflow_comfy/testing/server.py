@@ -114,6 +114,8 @@ def make_app(state: StandInState) -> web.Application:
         if faults.delay_seconds:
             await asyncio.sleep(faults.delay_seconds)
         status = faults.take_failure(request.path)
+        if status is None and request.path in (urls.WS, "/api" + urls.WS):
+            status = faults.websocket_refusal
         if status is not None:
             if status == 500:
                 return web.Response(status=500, text=INTERNAL_ERROR_TEXT)

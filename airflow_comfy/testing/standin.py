@@ -148,7 +148,7 @@ class StandInServer:
         self._runner = web.AppRunner(make_app(self._state), access_log=None, handle_signals=False)
         await self._runner.setup()
         await self._listen()
-        self.faults.bind(self._refuse_from_thread, self._drop_from_thread)
+        self.faults.bind(self._refuse_from_thread, self._drop_from_thread, hub.emit_raw)
 
     async def _listen(self) -> None:
         assert self._runner is not None

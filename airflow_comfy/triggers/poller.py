@@ -5,11 +5,20 @@ Each round runs :func:`airflow_comfy.protocol.flows.read_statuses` for the promp
 one ``/queue`` read for all of them, and ``/history/<id>`` only for those not in that snapshot
 (the order and why it is right are explained there, once).
 
+Rounds have two causes. Interval rounds: a watch's due time passed. Woken rounds: the server's
+:class:`~airflow_comfy.triggers.listener.QueueListener` (one WebSocket per server and loop, started
+with the first watch, closed with the last) saw a queue change that may end a prompt; the next round
+then reads *every* watch. Woken rounds are coalesced: one round in flight at a time, and one starts at
+least :data:`MIN_GAP` seconds after the previous round started, and after a pause as long as that
+round took (at most :data:`MAX_REST`), however many signals came meanwhile: a server whose queue
+changes all the time gets about one status read per round time, never a request per message.
+
 Invariants:
 - one :class:`SharedPoller` per event loop and server settings, so a triggerer with a thousand
   deferred tasks makes about one request per round plus one per prompt that left the queue;
-- a watched prompt is checked at least every ``interval`` seconds (each watch keeps its own bound;
-  due times sit on a grid of the interval, so watches of one interval share their rounds);
+- a watched prompt is checked at least every ``interval`` seconds whether or not the listener works
+  (each watch keeps its own bound; due times sit on a grid of the interval counted from the poller's
+  start, so watches of one interval share their rounds);
 - the poller runs only while a watch is registered, never busy-loops (it sleeps until the next due
   time), and survives an exception in a round (the due watches receive it as a transient error).
 Nothing here blocks the event loop.
@@ -28,11 +37,14 @@ from airflow_comfy.hooks.async_client import AsyncComfyUIClient
 from airflow_comfy.hooks.connection import ComfyUISettings
 from airflow_comfy.protocol import flows, urls
 from airflow_comfy.protocol.states import PromptStatus
+from airflow_comfy.triggers.listener import queue_listener
 
 log = logging.getLogger(__name__)
 
 MIN_INTERVAL = 0.05  # seconds: the shortest check interval a watch gets (no busy loop)
 _SLACK = 0.005  # seconds: due times this close together share one round
+MIN_GAP = 0.05  # seconds: the shortest time between the starts of a round and the woken round after it
+MAX_REST = 0.1  # seconds: the longest pause after a round before a woken one (as long as the round, at most)
 _PollerKey = tuple[int, str, tuple[tuple[str, str], ...], str, float, float, int, float, float]
 _POLLERS: dict[_PollerKey, SharedPoller] = {}
 
@@ -102,18 +114,29 @@ class PromptWatch:
 class SharedPoller:
     """Reads the status of every watched prompt of one server, in rounds (see the module docstring)."""
 
+    #: Listen to the server's WebSocket broadcast (benchmarks compare with ``False``: interval only).
+    listen: bool = True
+
     def __init__(self, settings: ComfyUISettings, loop: asyncio.AbstractEventLoop) -> None:
         self.client = AsyncComfyUIClient(settings)
         self.loop = loop
         self.watches: set[PromptWatch] = set()
-        self.rounds = 0  # for tests and benchmarks
+        self.rounds = 0  # for tests and benchmarks: every round
+        self.woken_rounds = 0  # the rounds a queue signal started (or joined)
+        self._origin = loop.time()
+        self._signalled = False
+        self._earliest_woken = 0.0  # loop time before which no woken round starts
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._listening = False
 
     def watch(self, prompt_id: str, interval: float) -> PromptWatch:
         """Register ``prompt_id``; its first check is in the next round, then every ``interval`` s."""
         watch = PromptWatch(self, prompt_id, interval)
         self.watches.add(watch)
+        if self.listen and not self._listening:
+            self._listening = True
+            queue_listener(self.client.settings).subscribe(self.signal)
         self._wake.set()
         self.ensure_running()
         return watch
@@ -121,7 +144,16 @@ class SharedPoller:
     def unregister(self, watch: PromptWatch) -> None:
         self.watches.discard(watch)
         if not self.watches:
+            if self._listening:
+                self._listening = False
+                queue_listener(self.client.settings).unsubscribe(self.signal)
             self._wake.set()  # let the loop see that nobody is left, and end
+
+    def signal(self) -> None:
+        """A prompt may have ended: read every watch in a round soon (coalesced, never concurrent)."""
+        if self.watches:
+            self._signalled = True
+            self._wake.set()
 
     @property
     def running(self) -> bool:
@@ -138,6 +170,8 @@ class SharedPoller:
             while self.watches:
                 now = self.loop.time()
                 next_due = min(w.due for w in self.watches)
+                if self._signalled:
+                    next_due = min(next_due, self._earliest_woken)
                 if next_due > now + _SLACK:
                     self._wake.clear()
                     with contextlib.suppress(TimeoutError):
@@ -146,9 +180,15 @@ class SharedPoller:
                     continue
                 await asyncio.sleep(0)  # triggers starting in this same tick join this round
                 started = self.loop.time()
-                due = [w for w in self.watches if w.due <= started + _SLACK]
+                if self._signalled:  # this round reads everything, whatever started it
+                    self._signalled = False
+                    self.woken_rounds += 1
+                    due = list(self.watches)
+                else:
+                    due = [w for w in self.watches if w.due <= started + _SLACK]
                 for w in due:
-                    w.due = _next_tick(started + _SLACK, w.interval)  # a tick within _SLACK is this one
+                    # a tick within _SLACK is this one
+                    w.due = self._origin + _next_tick(started - self._origin + _SLACK, w.interval)
                 self.rounds += 1
                 try:
                     await self._round(due)
@@ -160,6 +200,9 @@ class SharedPoller:
                     )
                     for w in due:
                         w.deliver(error)
+                ended = self.loop.time()
+                rest = min(ended - started, MAX_REST)  # a slow round earns a pause, a bounded one
+                self._earliest_woken = max(started + MIN_GAP, ended + rest)
         finally:
             if self._task is asyncio.current_task():
                 self._task = None

@@ -27,6 +27,25 @@ def test_refuse_connections_keeps_the_port(standin) -> None:
     assert requests.get(standin.url + "/prompt", timeout=5).status_code == 200
 
 
+def test_refuse_websockets_and_raw_frames(standin) -> None:
+    standin.faults.refuse_websockets(403)
+    for path in ("/ws", "/api/ws"):
+        with pytest.raises(websocket.WebSocketBadStatusException) as refused:
+            websocket.create_connection(f"ws://127.0.0.1:{standin.port}{path}?clientId=x", timeout=5)
+        assert refused.value.status_code == 403
+    assert requests.get(standin.url + "/queue", timeout=5).status_code == 200  # only upgrades are refused
+    standin.faults.refuse_websockets(None)
+    ws = websocket.create_connection(f"ws://127.0.0.1:{standin.port}/ws?clientId=x", timeout=5)
+    try:
+        assert ws.recv_data()[0] == websocket.ABNF.OPCODE_TEXT  # the greeting status
+        standin.faults.send_raw_websocket_frame("not json")
+        standin.faults.send_raw_websocket_frame(b"\xff\x00")
+        assert ws.recv_data() == (websocket.ABNF.OPCODE_TEXT, b"not json")
+        assert ws.recv_data() == (websocket.ABNF.OPCODE_BINARY, b"\xff\x00")
+    finally:
+        ws.close()
+
+
 def test_fail_next_with_status_and_path(standin) -> None:
     standin.faults.fail_next(2, status=500, path="/history")
     assert requests.get(standin.url + "/prompt", timeout=5).status_code == 200
