@@ -24,10 +24,10 @@ from __future__ import annotations
 import os
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from airflow.sdk.exceptions import AirflowFailException
 
@@ -47,7 +47,7 @@ from airflow_comfy.prepare import prepare_for
 from airflow_comfy.protocol import urls
 from airflow_comfy.protocol.ids import deterministic_prompt_id, new_client_id
 from airflow_comfy.protocol.states import PromptState, PromptStatus
-from airflow_comfy.protocol.waiting import Verdict, WaitOutcome
+from airflow_comfy.protocol.waiting import StartOutage, Verdict, WaitOutcome
 from airflow_comfy.workflows import (
     SHA256_XCOM_KEY,
     SavedWorkflow,
@@ -55,6 +55,8 @@ from airflow_comfy.workflows import (
     saved_identity,
     saved_record,
 )
+
+T = TypeVar("T")
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -132,6 +134,7 @@ class PromptRun:
         self._client_id: str | None = None
         self._socket: ComfyUIWebSocket | None = None
         self._waiting = False
+        self._posted = False
 
     def work_identity(self) -> dict[str, Any]:
         """What the prompt id is derived from: the workflow as given, the overrides, the input files.
@@ -149,8 +152,37 @@ class PromptRun:
     def start(self) -> PromptStatus | None:
         """Attach to this task's prompt, or submit it; push the prompt XComs.
 
-        Returns the status when an earlier try's prompt already succeeded, else ``None``.
+        Returns the status when an earlier try's prompt already succeeded, else ``None``. An outage
+        before anything was submitted is ridden out for ``unreachable_grace`` (:meth:`_ride_out`).
         """
+        status = self._ride_out(self._attach_or_submit)
+        xcoms.push_prompt_xcoms(self.context, self.base_url, self.prompt_id)
+        if self.saved is not None:
+            self.context["ti"].xcom_push(key=SHA256_XCOM_KEY, value=self.saved.sha256)
+        return status
+
+    def _ride_out(self, action: Callable[[], T]) -> T:
+        """Run ``action`` (locating, submitting) again while the server is unreachable, within the
+        grace of :class:`~airflow_comfy.protocol.waiting.StartOutage` (the rule lives there)."""
+        outage = StartOutage(urls.redact_url(self.hook.base_url), self.options.unreachable_grace)
+        while True:
+            self._posted = False
+            try:
+                return action()
+            except ComfyUIError as exc:
+                decision = outage.failed(time.monotonic(), time.time(), exc, posted=self._posted)
+                if decision.outcome is not None:
+                    if decision.verdict is Verdict.FAILED:
+                        raise
+                    failure = decision.outcome.error()
+                    raise (failure or exc) from None
+                self.log.warning("%s", decision.warning)
+                assert outage.since is not None
+                left = outage.since + outage.grace - time.monotonic()
+                if self.stop_signal.wait(max(0.0, min(self.hook.settings.retry_max_wait, left))):
+                    raise
+
+    def _attach_or_submit(self) -> PromptStatus | None:
         status: PromptStatus | None = None
         retry = _is_retry(self.context)
         if self.options.reattach and (retry or self.options.reattach_first_try):
@@ -162,21 +194,17 @@ class PromptRun:
                 "Prompt %s already finished with success (earlier try); collecting its outputs",
                 self.prompt_id,
             )
-        elif status is not None and status.state.is_active:
+            return status
+        if status is not None and status.state.is_active:
             self.log.info(
                 "Re-attaching to prompt %s on %s, %s since an earlier try",
                 self.prompt_id,
                 self.base_url,
                 status.state.value,
             )
-            status = None
-        else:
-            self.submit()
-            status = None
-        xcoms.push_prompt_xcoms(self.context, self.base_url, self.prompt_id)
-        if self.saved is not None:
-            self.context["ti"].xcom_push(key=SHA256_XCOM_KEY, value=self.saved.sha256)
-        return status
+            return None
+        self.submit()
+        return None
 
     def attach(self, *, strict: bool = True) -> PromptStatus:
         """Find an existing prompt (the sensor's start); its status, ``NOT_FOUND`` when no server has it."""
@@ -209,6 +237,7 @@ class PromptRun:
                 self._socket = client.websocket(self._client_id).connect()
             except ComfyUIConnectionError as exc:
                 self.log.warning("%s; will wait by polling", exc)
+        self._posted = True  # from here on, the POST may have arrived (StartOutage's rule)
         try:
             with fail_fast():
                 client.submit_prompt(

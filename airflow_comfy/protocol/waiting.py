@@ -22,6 +22,12 @@ Rules, applied to every input in this order:
 5. **Progress.** A ``CONTINUE`` decision carries a line to log when the state or the queue
    position changed, or ``log_interval`` passed since the last line; otherwise ``log`` is empty.
 
+Before the wait, :class:`StartOutage` is the rule of the start (locating and submitting): nothing
+is at risk before ``POST /prompt``, so a transient failure there — or a POST that surely never
+arrived (``never_sent``) — is tried again until failures alone have lasted ``unreachable_grace``;
+a POST that may have arrived is never tried again here (that is
+:func:`airflow_comfy.protocol.flows.submit_prompt`'s rule), nor is any other error.
+
 :class:`WaitOutcome` is how an ended wait travels: the blocking waiter raises or returns it
 (:meth:`WaitOutcome.result`), the trigger sends it as its event payload
 (:meth:`WaitOutcome.to_payload`) and the operator reads it back (:meth:`WaitOutcome.from_payload`).
@@ -29,6 +35,7 @@ Rules, applied to every input in this order:
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -285,6 +292,42 @@ class PromptWait:
             return ""
         self._last_line, self._last_log_at = line, now
         return line
+
+
+@dataclass
+class StartOutage:
+    """The outage rule of the start of a run (module docstring): go on, or end with the error.
+
+    ``failed`` is fed each failed attempt with the time on the caller's monotonic clock (``now``)
+    and on the wall clock (``wall``, for the "still trying until" line) and whether ``POST /prompt``
+    was already sent in that attempt.
+    """
+
+    server: str
+    grace: float
+    since: float | None = None
+
+    def failed(self, now: float, wall: float, exc: BaseException, *, posted: bool) -> Decision:
+        if (posted and not getattr(exc, "never_sent", False)) or not errors.is_retryable(exc):
+            return Decision(Verdict.FAILED, WaitOutcome(Verdict.FAILED, "", self.server, message=str(exc)))
+        if self.since is None:
+            self.since = now
+        waited = now - self.since
+        if waited >= self.grace:
+            message = (
+                f"ComfyUI {self.server} stayed unreachable for {waited:.0f} s, the unreachable grace of "
+                f"{self.grace:g} s, before anything was submitted: {exc}"
+            )
+            outcome = WaitOutcome(
+                Verdict.UNREACHABLE, "", self.server, message=message, cause=exc.with_traceback(None)
+            )
+            return Decision(Verdict.UNREACHABLE, outcome)
+        until = time.strftime("%H:%M:%S UTC", time.gmtime(wall + self.grace - waited))
+        return Decision(
+            Verdict.CONTINUE,
+            warning=f"ComfyUI unreachable for {waited:.0f} s, still trying until {until} "
+            f"(unreachable_grace {self.grace:g} s): {exc}",
+        )
 
 
 def describe_status(status: PromptStatus) -> str:
