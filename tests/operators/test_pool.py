@@ -170,7 +170,7 @@ def test_a_retry_never_submits_elsewhere_while_a_server_cannot_be_asked(servers,
     home = where(servers, prompt_id)
     home.faults.refuse_connections(True)
     with pytest.raises(ComfyUIConnectionError, match="Not submitting it elsewhere"):
-        op(pool_conn, delay_workflow(5.0)).execute(make_context(FakeTI(try_number=2)))
+        op(pool_conn, delay_workflow(5.0), unreachable_grace=0.5).execute(make_context(FakeTI(try_number=2)))
     assert sum(len(s.submissions) for s in servers) == 1
     # A first try is not held back by a server that is down: it goes elsewhere.
     other = FakeTI("other_task")
