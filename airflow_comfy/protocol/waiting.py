@@ -15,7 +15,9 @@ Rules, applied to every input in this order:
    once failures alone have been seen for longer than ``unreachable_grace`` the wait ends
    ``UNREACHABLE``. Any answer stops that clock. Any other error (401, 403, 404...) ends the
    wait ``FAILED`` at once.
-4. **Lost.** ``NOT_FOUND`` (in neither queue nor history) starts the *lost* clock at the moment of
+4. **Lost.** ``NOT_FOUND`` (in neither queue nor history, an absence the read confirmed past any
+   cache: :func:`airflow_comfy.protocol.flows.read_statuses`; an unconfirmed one arrives as an
+   error, rule 3) starts the *lost* clock at the moment of
    that answer (not when the read began, which may have spent long retrying); when every answer
    for ``lost_grace`` seconds said ``NOT_FOUND`` the wait ends ``LOST``. A pending or running
    status stops that clock. A prompt whose end was seen on the WebSocket is never called lost.

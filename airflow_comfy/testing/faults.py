@@ -33,6 +33,7 @@ class Faults:
         self.delay_seconds = 0.0
         self.silenced = False
         self.refusing = False
+        self.stale_history = False
         self._on_refuse: Callable[[bool], None] | None = None
         self._on_drop: Callable[[], None] | None = None
 
@@ -73,6 +74,11 @@ class Faults:
         """Keep sockets open but send nothing (messages meanwhile are lost, not queued)."""
         self.silenced = silent
 
+    def serve_stale_history(self, stale: bool = True) -> None:
+        """Answer ``{}`` to ``GET /history/<id>`` without a query string, as a caching proxy that
+        holds an old answer for that URL would (a cache-busted read or the listing still see the truth)."""
+        self.stale_history = stale
+
     def delay_responses(self, seconds: float) -> None:
         """Wait ``seconds`` before handling each HTTP request (0 turns it off)."""
         self.delay_seconds = max(0.0, float(seconds))
@@ -80,4 +86,4 @@ class Faults:
     def reset(self) -> None:
         with self._lock:
             self._rules = []
-        self.delay_seconds, self.silenced = 0.0, False
+        self.delay_seconds, self.silenced, self.stale_history = 0.0, False, False

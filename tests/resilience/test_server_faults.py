@@ -251,3 +251,27 @@ def test_server_restart_loses_the_prompt(
         assert "run the task again" in message
         assert standin.submissions == [*before, prompt_id]
     assert took < 8
+
+
+# --- a caching proxy keeps answering a stale {} --------------------------------------------------------
+
+
+@pytest.mark.parametrize("wait_mode", ["polling", "websocket"])
+def test_a_stale_empty_history_is_not_called_lost(
+    standin: StandInServer, conn: str, guard: Guard, wait_mode: str
+) -> None:
+    standin.faults.serve_stale_history(True)
+    ti = guard.ti()
+    op = make_op(
+        conn,
+        delay_workflow(0.3, prefix="r/stale"),
+        wait_mode=wait_mode,
+        resubmit_if_lost=True,
+        validate=False,
+    )
+
+    paths, _took = run_op(op, ti)
+
+    assert paths == ["output/r/stale_00001_.png"], paths
+    assert standin.submissions == [ti.xcoms["prompt_id"]]  # never "lost", never sent twice
+    assert ("GET", "/history") in standin.requests  # the listing confirmed it
