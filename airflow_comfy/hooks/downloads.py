@@ -3,7 +3,9 @@
 Invariants: a file is only ever written inside the destination folder it was meant for, whatever
 name the server sent (:func:`airflow_comfy.protocol.outputs.safe_local_path`); it is streamed in
 1 MiB chunks (constant memory); a failed transfer leaves no partial file (local downloads go to a
-``.part`` file renamed at the end; a broken object-storage upload is deleted).
+``.part`` file renamed at the end; a broken object-storage upload is deleted); an error names the
+output it was for (node, filename, subfolder, type) and blames the credentials only for a 401
+(:func:`airflow_comfy.protocol.errors.download_error`).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from typing import IO, TYPE_CHECKING, Any
 
 import requests
 
+from airflow_comfy.exceptions import ComfyUIError
 from airflow_comfy.protocol import errors
 from airflow_comfy.protocol.outputs import OutputRef, safe_local_path, safe_relative_parts
 
@@ -38,6 +41,9 @@ def download(
     try:
         with client.view(ref.filename, ref.subfolder, ref.type) as response, partial.open("wb") as handle:
             _copy(client, ref, response, handle)
+    except ComfyUIError as exc:
+        partial.unlink(missing_ok=True)
+        raise errors.download_error(ref, exc) from None
     except BaseException:
         partial.unlink(missing_ok=True)
         raise
@@ -54,9 +60,11 @@ def _to_object_storage(client: ComfyUIClient, ref: OutputRef, base: str, keep_su
     try:
         with client.view(ref.filename, ref.subfolder, ref.type) as response, destination.open("wb") as handle:
             _copy(client, ref, response, handle)
-    except BaseException:
+    except BaseException as exc:
         with suppress(Exception):
             destination.unlink()
+        if isinstance(exc, ComfyUIError):
+            raise errors.download_error(ref, exc) from None
         raise
     return destination
 
