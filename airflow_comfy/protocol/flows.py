@@ -173,8 +173,13 @@ def confirm_absent(
         )
         if status is not None:
             result[prompt_id] = status
-        elif len(seen) < 2:  # one of the two could not be read: not confirmed
-            result[prompt_id] = next(a for a in (full, answer) if isinstance(a, ComfyUIError))
+        elif len(seen) < 2:  # one of the two could not be read: not confirmed, a transient fault
+            failed = next(a for a in (full, answer) if isinstance(a, ComfyUIError))
+            result[prompt_id] = (
+                failed
+                if errors.is_retryable(failed)
+                else ComfyUIResponseError(f"Could not confirm that prompt {prompt_id} is gone: {failed}")
+            )
         else:
             result[prompt_id] = PromptStatus(prompt_id, PromptState.NOT_FOUND)
     return result

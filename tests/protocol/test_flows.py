@@ -14,6 +14,7 @@ from airflow_comfy.exceptions import (
     ComfyUIConnectionError,
     ComfyUIError,
     ComfyUIHTTPError,
+    ComfyUIResponseError,
     ComfyUITimeoutError,
     ComfyUIValidationError,
 )
@@ -145,6 +146,7 @@ def stale(history_one: Any, busted: Any, listing: Any) -> Script:
 
 
 DOWN = ComfyUIConnectionError("reset")
+NO_LISTING = ComfyUIHTTPError("404", url="http://h/history", status_code=404)
 
 
 # (name, stale /history/<id>, cache-busted /history/<id>, listing, state or error class)
@@ -155,6 +157,7 @@ CONFIRM_TABLE: list[tuple[str, Any, Any, Any, Any]] = [
     ("the listing failed: not confirmed", {}, {}, DOWN, ComfyUIConnectionError),
     ("the busted read failed: not confirmed", {}, DOWN, {}, ComfyUIConnectionError),
     ("a failure does not hide a found entry", {}, DOWN, DONE, PromptState.SUCCESS),
+    ("a listing refused (404) is unconfirmed, not fatal", {}, {}, NO_LISTING, ComfyUIResponseError),
 ]
 
 

@@ -9,6 +9,7 @@ the server did receive, show up nowhere (autouse ``guard``). Runs once per kind 
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import tracemalloc
 from collections.abc import Callable, Iterator
@@ -22,7 +23,18 @@ from operators.support import image_workflow
 from airflow_comfy.exceptions import ComfyUIAuthError, ComfyUIResponseError, ComfyUITimeoutError
 from airflow_comfy.hooks.transport import MAX_JSON_BYTES
 from resilience.hostile import HostileServer, echo_headers, gzip_bomb, history_entry, stream_json
-from resilience.support import SECRETS, Guard, connection_env, find_secrets, make_op, run_op
+from resilience.support import (
+    BASIC_CREDENTIAL,
+    FAST_EXTRA,
+    LOGIN,
+    PASSWORD,
+    SECRETS,
+    Guard,
+    connection_env,
+    find_secrets,
+    make_op,
+    run_op,
+)
 
 HUGE = 300 * 1024 * 1024
 MEMORY_BOUND = 100 * 1024 * 1024
@@ -277,3 +289,31 @@ def test_slow_submission_is_never_sent_twice(
     guard.seen(error)
     assert isinstance(error, ComfyUITimeoutError), error
     assert len(hostile.submitted) <= 1, hostile.submitted
+
+
+# --- credentials written into the host URL --------------------------------------------------------
+
+
+def test_credentials_in_the_host_url_are_sent_as_basic_auth_and_shown_nowhere(
+    hostile: HostileServer, guard: Guard, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    conn = {"conn_type": "comfyui", "host": f"http://{LOGIN}:{PASSWORD}@127.0.0.1:{hostile.port}"}
+    monkeypatch.setenv("AIRFLOW_CONN_COMFY_URL_CREDS", json.dumps({**conn, "extra": FAST_EXTRA}))
+    hostile.outputs = {"9": {"images": [{"filename": "a.png", "subfolder": "", "type": "output"}]}}
+    ti = guard.ti()
+
+    paths, _took = run_op(op_for("comfy_url_creds", output_dir=tmp_path), ti)
+
+    assert [Path(p).name for p in paths] == ["a.png"], paths
+    assert hostile.requests and all(
+        headers.get("Authorization") == f"Basic {BASIC_CREDENTIAL}" for _m, _p, headers in hostile.requests
+    )
+    assert ti.xcoms["comfyui_url"] == hostile.url  # no user info in the XCom
+    hostile.routes["post_prompt"] = _forbidden
+    error, _took = run_op(op_for("comfy_url_creds", task_id="again"), guard.ti("again"))
+    guard.seen(error)
+    assert isinstance(error, ComfyUIAuthError) and hostile.url in str(error), error
+
+
+async def _forbidden(_request: web.Request) -> web.StreamResponse:
+    return web.Response(status=401, text="nope")
