@@ -35,6 +35,27 @@ from operators.support import (
 FAST = {"check_interval": 0.1, "lost_grace": 0.5, "timeout": 30}
 
 
+class HeaviestFirst:
+    """A stand-in for the pool's random choice: the most weighted server, ties in turn."""
+
+    def __init__(self) -> None:
+        self.turn = 0
+
+    def choices(self, population: list[Any], weights: list[float]) -> list[Any]:
+        best = [item for item, weight in zip(population, weights, strict=True) if weight == max(weights)]
+        self.turn += 1
+        return [best[self.turn % len(best)]]
+
+
+@pytest.fixture(autouse=True)
+def deterministic_choice(monkeypatch: pytest.MonkeyPatch) -> None:
+    """These tests are about where work and outputs go, not about the random spread (that is
+    tests/hooks/test_pool.py): the least loaded server is chosen, ties in turn."""
+    from airflow_comfy.hooks import pool
+
+    monkeypatch.setattr(pool, "_RANDOM", HeaviestFirst())
+
+
 @pytest.fixture
 def servers(tmp_path: Path) -> Iterator[list[StandInServer]]:
     with ExitStack() as stack:
