@@ -4,8 +4,8 @@ The hook is the connection: its settings (:mod:`airflow_comfy.hooks.connection`)
 (``host`` plus ``extra.hosts``), one immutable :class:`~airflow_comfy.hooks.client.ComfyUIClient`
 per server (:meth:`ComfyUIHook.client`), the choice of a server for new work
 (:meth:`ComfyUIHook.choose`, weighted towards the least loaded: :mod:`airflow_comfy.hooks.pool`)
-and the search for a prompt's server (:meth:`ComfyUIHook.locate`). For convenience it also answers every endpoint
-method of the client itself, on its *default* server (the ``server`` argument, else the
+and the search for a prompt's server (:meth:`ComfyUIHook.locate`). For convenience it also
+answers every endpoint method of the client itself, on its *default* server (the ``server`` argument, else the
 connection's first), except :meth:`ComfyUIHook.submit_prompt`, which on a pool chooses a server.
 
 Invariants: nothing here changes after construction except caches (the settings read once, one
