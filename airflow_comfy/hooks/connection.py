@@ -10,7 +10,8 @@ a connection means the same thing in a worker and in the triggerer. Fields:
 - extra: ``headers`` (dict or JSON text, e.g. ``{"X-API-Key": "..."}``), ``verify`` (a bool, or
   the path of a CA bundle that exists on the machine reading the connection), ``use_ssl``,
   ``path_prefix``, ``connect_timeout``, ``read_timeout``, ``max_retries``, ``retry_min_wait``,
-  ``retry_max_wait``.
+  ``retry_max_wait``, ``max_ws_frame_bytes`` (the largest WebSocket message accepted, default
+  128 MiB), ``max_download_bytes`` (the largest ``/view`` download, default 16 GiB).
 
 URI-form connections deliver every extra as a string; booleans and numbers are parsed here.
 
@@ -109,6 +110,8 @@ class ComfyUISettings:
     max_retries: int = 5
     retry_min_wait: float = 0.5
     retry_max_wait: float = 10.0
+    max_ws_frame_bytes: int = 128 * 1024 * 1024
+    max_download_bytes: int = 16 * 1024 * 1024 * 1024
     #: Every server of the connection (``host`` first, then ``extra.hosts``); ``base_url`` is one of them.
     servers: tuple[str, ...] = ()
 
@@ -298,5 +301,14 @@ def _settings_from_connection(conn: ConnectionLike) -> ComfyUISettings:
         max_retries=_parse_count(extra.get("max_retries"), name="max_retries", default=5),
         retry_min_wait=_parse_float(extra.get("retry_min_wait"), name="retry_min_wait", default=0.5),
         retry_max_wait=_parse_float(extra.get("retry_max_wait"), name="retry_max_wait", default=10.0),
+        max_ws_frame_bytes=_parse_size(extra.get("max_ws_frame_bytes"), "max_ws_frame_bytes", 128 << 20),
+        max_download_bytes=_parse_size(extra.get("max_download_bytes"), "max_download_bytes", 16 << 30),
         servers=tuple(servers),
     )
+
+
+def _parse_size(value: Any, name: str, default: int) -> int:
+    size = _parse_count(value, name=name, default=default)
+    if size <= 0:
+        raise ValueError(f"extra.{name} must be a positive number of bytes, got {value!r}")
+    return size
