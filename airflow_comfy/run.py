@@ -153,7 +153,7 @@ class PromptRun:
         """Attach to this task's prompt, or submit it; push the prompt XComs.
 
         Returns the status when an earlier try's prompt already succeeded, else ``None``. An outage
-        before anything was submitted is ridden out for ``unreachable_grace`` (:meth:`_ride_out`).
+        before anything was submitted is ridden out for ``unreachable_grace`` (``_ride_out``).
         """
         status = self._ride_out(self._attach_or_submit)
         xcoms.push_prompt_xcoms(self.context, self.base_url, self.prompt_id)

@@ -221,7 +221,7 @@ def download_error(ref: OutputRef, exc: ComfyUIError) -> ComfyUIError:
     """``exc`` (a failed ``GET /view``) with a message naming the output it was for.
 
     Credentials are blamed only for a 401: a 403 on ``/view`` is ComfyUI refusing a path (see
-    :data:`_VIEW_HINTS`), so it becomes a :class:`ComfyUIHTTPError`, not a :class:`ComfyUIAuthError`.
+    ``_VIEW_HINTS``), so it becomes a :class:`ComfyUIHTTPError`, not a :class:`ComfyUIAuthError`.
     """
     what = (
         f"Could not download the output of node {ref.node_id or '?'} (filename {ref.filename!r}, "

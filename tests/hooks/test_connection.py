@@ -264,5 +264,5 @@ def test_size_limits_from_extras():
     assert s.max_ws_frame_bytes == 128 << 20 and s.max_download_bytes == 16 << 30
     s = settings_from_connection(from_uri("comfyui://h/?max_ws_frame_bytes=1000&max_download_bytes=2000"))
     assert (s.max_ws_frame_bytes, s.max_download_bytes) == (1000, 2000)
-    with pytest.raises(ValueError, match="extra.max_download_bytes must be a positive number of bytes"):
+    with pytest.raises(ValueError, match=r"extra\.max_download_bytes must be a positive number of bytes"):
         settings_from_connection(from_json(host="h", extra={"max_download_bytes": 0}))
