@@ -14,6 +14,7 @@ Invariants:
   look (there is no earlier try), except for ``run_workflow``, which a task may call twice;
 - a rejected or unreadable workflow fails the task at once, without using Airflow retries
   (:func:`fail_fast`);
+- an outage before the submission is ridden out for ``unreachable_grace`` (``StartOutage``);
 - a lost prompt is submitted again at most once, and only when ``resubmit_if_lost`` is set;
 - stopping (kill, task timeout, wait timeout) cancels only this run's own prompt, never a global
   interrupt, and only when ``cancel_on_kill`` is set.
@@ -24,10 +25,10 @@ from __future__ import annotations
 import os
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
 from airflow.sdk.exceptions import AirflowFailException
 
@@ -55,8 +56,6 @@ from airflow_comfy.workflows import (
     saved_identity,
     saved_record,
 )
-
-T = TypeVar("T")
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -150,36 +149,29 @@ class PromptRun:
     # --- starting -----------------------------------------------------------------------------------
 
     def start(self) -> PromptStatus | None:
-        """Attach to this task's prompt, or submit it; push the prompt XComs.
-
-        Returns the status when an earlier try's prompt already succeeded, else ``None``. An outage
-        before anything was submitted is ridden out for ``unreachable_grace`` (``_ride_out``).
-        """
-        status = self._ride_out(self._attach_or_submit)
+        """Attach to this task's prompt, or submit it; push the prompt XComs. Returns the status
+        when an earlier try's prompt already succeeded, else ``None``."""
+        status = self._ride_out()
         xcoms.push_prompt_xcoms(self.context, self.base_url, self.prompt_id)
         if self.saved is not None:
             self.context["ti"].xcom_push(key=SHA256_XCOM_KEY, value=self.saved.sha256)
         return status
 
-    def _ride_out(self, action: Callable[[], T]) -> T:
-        """Run ``action`` (locating, submitting) again while the server is unreachable, within the
-        grace of :class:`~airflow_comfy.protocol.waiting.StartOutage` (the rule lives there)."""
+    def _ride_out(self) -> PromptStatus | None:
+        """:meth:`_attach_or_submit`, again while the start's outage rule says so (``StartOutage``)."""
         outage = StartOutage(urls.redact_url(self.hook.base_url), self.options.unreachable_grace)
         while True:
             self._posted = False
             try:
-                return action()
+                return self._attach_or_submit()
             except ComfyUIError as exc:
                 decision = outage.failed(time.monotonic(), time.time(), exc, posted=self._posted)
                 if decision.outcome is not None:
                     if decision.verdict is Verdict.FAILED:
                         raise
-                    failure = decision.outcome.error()
-                    raise (failure or exc) from None
+                    raise (decision.outcome.error() or exc) from None
                 self.log.warning("%s", decision.warning)
-                assert outage.since is not None
-                left = outage.since + outage.grace - time.monotonic()
-                if self.stop_signal.wait(max(0.0, min(self.hook.settings.retry_max_wait, left))):
+                if self.stop_signal.wait(outage.pause(time.monotonic(), self.hook.settings.retry_max_wait)):
                     raise
 
     def _attach_or_submit(self) -> PromptStatus | None:
@@ -189,19 +181,13 @@ class PromptRun:
             client, status = self.hook.locate(self.prompt_id, strict=retry)
             if client is not None and status.state is not PromptState.NOT_FOUND:
                 self.client = client
-        if status is not None and status.state is PromptState.SUCCESS:
-            self.log.info(
-                "Prompt %s already finished with success (earlier try); collecting its outputs",
-                self.prompt_id,
-            )
+        known = status.state if status is not None else PromptState.NOT_FOUND
+        if known is PromptState.SUCCESS:
+            self.log.info("Prompt %s already succeeded (earlier try); collecting its outputs", self.prompt_id)
             return status
-        if status is not None and status.state.is_active:
-            self.log.info(
-                "Re-attaching to prompt %s on %s, %s since an earlier try",
-                self.prompt_id,
-                self.base_url,
-                status.state.value,
-            )
+        if known.is_active:
+            where = (self.prompt_id, self.base_url, known.value)
+            self.log.info("Re-attaching to prompt %s on %s, %s since an earlier try", *where)
             return None
         self.submit()
         return None

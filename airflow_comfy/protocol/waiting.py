@@ -309,6 +309,11 @@ class StartOutage:
     grace: float
     since: float | None = None
 
+    def pause(self, now: float, longest: float) -> float:
+        """How long to wait before the next attempt: ``longest``, or less when the grace ends sooner."""
+        since = now if self.since is None else self.since
+        return max(0.0, min(longest, since + self.grace - now))
+
     def failed(self, now: float, wall: float, exc: BaseException, *, posted: bool) -> Decision:
         if (posted and not getattr(exc, "never_sent", False)) or not errors.is_retryable(exc):
             return Decision(Verdict.FAILED, WaitOutcome(Verdict.FAILED, "", self.server, message=str(exc)))

@@ -239,3 +239,10 @@ def test_start_outage_says_how_long_and_until_when() -> None:
     assert "stayed unreachable for 61 s, the unreachable grace of 60 s, before anything was submitted" in str(
         error
     )
+
+
+def test_start_outage_pauses_no_longer_than_the_grace_left() -> None:
+    outage = StartOutage("http://h", 60.0)
+    assert outage.pause(0.0, 10.0) == 10.0
+    outage.failed(0.0, 0.0, DOWN, posted=False)
+    assert outage.pause(55.0, 10.0) == 5.0 and outage.pause(70.0, 10.0) == 0.0
