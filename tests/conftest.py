@@ -1,19 +1,27 @@
 """Shared fixtures: an isolated Airflow home, the stand-in server, and the live server when asked.
 
+The Airflow home is a fresh temporary folder per test process, removed when the process exits.
+
 Airflow reads its configuration at import time, so the environment is set here, before any test
 module imports Airflow.
 """
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-_AIRFLOW_HOME = tempfile.mkdtemp(prefix="airflow-comfy-tests-")
+# One folder per test process for the Airflow home and pytest's tmp_path folders, removed when the
+# process exits whatever the outcome (each xdist worker has its own; the controller's holds theirs).
+_SESSION_DIR = Path(tempfile.mkdtemp(prefix="airflow-comfy-tests-"))
+atexit.register(shutil.rmtree, _SESSION_DIR, ignore_errors=True)
+_AIRFLOW_HOME = str(_SESSION_DIR / "airflow")
 os.environ.setdefault("AIRFLOW_HOME", _AIRFLOW_HOME)
 os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
 os.environ.setdefault("AIRFLOW__CORE__UNIT_TEST_MODE", "True")
@@ -23,6 +31,13 @@ os.environ.setdefault("AIRFLOW_COMFY_CACHE_DIR", os.path.join(_AIRFLOW_HOME, "ca
 from contract_data import CONTRACT_DIR, load_transcript  # noqa: E402  (tests/ is on sys.path)
 
 __all__ = ["CONTRACT_DIR", "load_transcript"]
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_configure(config: pytest.Config) -> None:
+    """Put pytest's tmp_path folders inside this session's folder unless --basetemp says otherwise."""
+    if config.option.basetemp is None:
+        config.option.basetemp = str(_SESSION_DIR / "pytest")
 
 
 @pytest.fixture(scope="session")

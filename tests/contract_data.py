@@ -1,5 +1,8 @@
 """Where the recorded ComfyUI transcripts are, and how to read one.
 
+The transcripts live in the repository (``tests/data/comfyui-0.3.64``, see its README), so a bare
+clone runs every test; nothing here looks outside the checkout.
+
 Lives in its own module (not in conftest.py) so that any test can ``from contract_data import ...``:
 several folders have a conftest.py, and ``from conftest import`` can pick the wrong one.
 """
@@ -8,17 +11,14 @@ from __future__ import annotations
 
 import copy
 import json
-import os
 from pathlib import Path
 from typing import Any
 
-CONTRACT_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "comfyui-contract"
-if not CONTRACT_DIR.is_dir():  # CI clones main next to a copy of shared/
-    CONTRACT_DIR = Path(os.environ.get("COMFYUI_CONTRACT_DIR", "../shared/comfyui-contract")).resolve()
+CONTRACT_DIR = Path(__file__).resolve().parent / "data" / "comfyui-0.3.64"
 
 
 def load_transcript(name: str) -> Any:
-    """One recorded transcript from ../shared/comfyui-contract (``name`` without .json)."""
+    """One recorded transcript from ``CONTRACT_DIR`` (``name`` without .json)."""
     return json.loads((CONTRACT_DIR / f"{name}.json").read_text())
 
 

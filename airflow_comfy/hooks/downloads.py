@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import os
 from contextlib import suppress
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any, Protocol
 
 import requests
 
@@ -23,13 +23,28 @@ from airflow_comfy.protocol import errors
 from airflow_comfy.protocol.outputs import OutputRef, safe_local_path, safe_relative_parts
 
 if TYPE_CHECKING:
-    from airflow_comfy.hooks.client import ComfyUIClient
+    from contextlib import AbstractContextManager
+
+    from airflow_comfy.hooks.connection import ComfyUISettings
+
+
+class Viewer(Protocol):
+    """What a download needs of a client (:class:`~airflow_comfy.hooks.client.ComfyUIClient`)."""
+
+    settings: ComfyUISettings  # its max_download_bytes
+
+    def view(
+        self, filename: str, subfolder: str = "", folder_type: str = "output"
+    ) -> AbstractContextManager[requests.Response]: ...
+
+    def view_url(self, ref: OutputRef) -> str: ...
+
 
 DOWNLOAD_CHUNK = 1024 * 1024
 
 
 def download(
-    client: ComfyUIClient, ref: OutputRef, dest_dir: str | os.PathLike[str], *, keep_subfolder: bool
+    client: Viewer, ref: OutputRef, dest_dir: str | os.PathLike[str], *, keep_subfolder: bool
 ) -> Any:
     """Stream ``ref`` into ``dest_dir``; returns the written ``Path`` (or ``ObjectStoragePath``)."""
     target_dir = os.fspath(dest_dir)
@@ -53,7 +68,7 @@ def download(
     return target
 
 
-def _to_object_storage(client: ComfyUIClient, ref: OutputRef, base: str, keep_subfolder: bool) -> Any:
+def _to_object_storage(client: Viewer, ref: OutputRef, base: str, keep_subfolder: bool) -> Any:
     from airflow.sdk import ObjectStoragePath
 
     parts = safe_relative_parts(ref.subfolder if keep_subfolder else "", ref.filename)
@@ -71,7 +86,7 @@ def _to_object_storage(client: ComfyUIClient, ref: OutputRef, base: str, keep_su
     return destination
 
 
-def _copy(client: ComfyUIClient, ref: OutputRef, response: requests.Response, handle: IO[bytes]) -> None:
+def _copy(client: Viewer, ref: OutputRef, response: requests.Response, handle: IO[bytes]) -> None:
     limit = client.settings.max_download_bytes
     declared = response.headers.get("Content-Length", "")
     if declared.isdigit() and int(declared) > limit:
@@ -87,7 +102,7 @@ def _copy(client: ComfyUIClient, ref: OutputRef, response: requests.Response, ha
         raise errors.connection_error("GET", client.view_url(ref), type(exc).__name__) from None
 
 
-def _too_large(client: ComfyUIClient, ref: OutputRef, what: str, limit: int) -> ComfyUIResponseError:
+def _too_large(client: Viewer, ref: OutputRef, what: str, limit: int) -> ComfyUIResponseError:
     url = client.view_url(ref)
     return ComfyUIResponseError(
         f"GET {url} {what}, more than the connection's extra.max_download_bytes ({limit}): not "

@@ -21,7 +21,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from airflow_comfy.exceptions import ComfyUIConnectionError, ComfyUIError, ComfyUIInterruptedError
 from airflow_comfy.protocol import flows
@@ -30,12 +30,26 @@ from airflow_comfy.protocol.states import PromptStatus
 from airflow_comfy.protocol.waiting import RESUBMIT_HINT, Decision, PromptWait, WaitOutcome, WaitRules
 
 if TYPE_CHECKING:
-    from airflow_comfy.hooks.client import ComfyUIClient
+    from airflow_comfy.hooks.transport import Transport
     from airflow_comfy.hooks.websocket import ComfyUIWebSocket
 
 log = logging.getLogger(__name__)
 
 WAIT_MODES = ("websocket", "polling")
+
+
+class Server(Protocol):
+    """What waiting needs of a client (:class:`~airflow_comfy.hooks.client.ComfyUIClient`)."""
+
+    @property
+    def base_url(self) -> str: ...
+
+    @property
+    def transport(self) -> Transport: ...
+
+    def websocket(self, client_id: str) -> ComfyUIWebSocket: ...
+
+
 #: Even while events flow, the status is read over HTTP at least every this many check intervals.
 SAFETY_READ_EVERY = 10
 
@@ -55,7 +69,7 @@ class PromptWaiter:
 
     def __init__(
         self,
-        client: ComfyUIClient,
+        client: Server,
         prompt_id: str,
         *,
         client_id: str | None = None,

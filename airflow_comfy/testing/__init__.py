@@ -6,7 +6,7 @@ Needs the ``testing`` extra (aiohttp + pillow).
 
     from airflow_comfy.testing import StandInServer
     with StandInServer(base_dir=tmp_path) as server:
-        ...  # server.url, server.faults, server.restart(), server.wait_idle()
+        ...  # server.url, server.faults, server.gates, server.restart(), server.wait_idle()
 
 Invariant: importing this package starts nothing; only ``StandInServer.start`` opens a socket.
 """
@@ -14,6 +14,7 @@ Invariant: importing this package starts nothing; only ``StandInServer.start`` o
 from __future__ import annotations
 
 from airflow_comfy.testing.faults import Faults
+from airflow_comfy.testing.gates import Gates
 from airflow_comfy.testing.standin import StandInServer
 
-__all__ = ["Faults", "StandInServer"]
+__all__ = ["Faults", "Gates", "StandInServer"]

@@ -20,6 +20,7 @@ from typing import Any
 
 from airflow_comfy.testing.executor import Emit, Executor, Shutdown
 from airflow_comfy.testing.files import Folders
+from airflow_comfy.testing.gates import Gates
 
 MAXIMUM_HISTORY_SIZE = 10000
 SENSITIVE_EXTRA_DATA_KEYS = ("auth_token_comfy_org", "api_key_comfy_org")
@@ -36,6 +37,7 @@ class Engine:
         emit: Emit,
         supports_metadata: Callable[[str | None], bool],
         node_delays: Mapping[str, float] | None = None,
+        gates: Gates | None = None,
     ) -> None:
         self.emit = emit
         self.mutex = threading.RLock()
@@ -51,7 +53,13 @@ class Engine:
         self.stop_event = threading.Event()
         self.held = threading.Event()  # set: queued prompts stay queued (nothing starts)
         self.executor = Executor(
-            folders, emit, supports_metadata, self.interrupt, self.stop_event, dict(node_delays or {})
+            folders,
+            emit,
+            supports_metadata,
+            self.interrupt,
+            self.stop_event,
+            dict(node_delays or {}),
+            gates or Gates(),
         )
         self._thread = threading.Thread(target=self._work, name="comfy-standin-worker", daemon=True)
 

@@ -30,6 +30,7 @@ from PIL import Image
 from airflow_comfy.protocol.events import PREVIEW_IMAGE, PREVIEW_IMAGE_WITH_METADATA, TEXT
 from airflow_comfy.protocol.ids import canonical_json
 from airflow_comfy.testing.files import Folders
+from airflow_comfy.testing.gates import Gates
 from airflow_comfy.testing.nodes import NODES, format_value
 
 # (event, data, sid): event is a text event name or a binary event type; sid None = every socket.
@@ -81,6 +82,10 @@ class _Context:
     def sleep(self, seconds: float) -> None:
         self.run.sleep(seconds)
 
+    def wait_gate(self, name: str, timeout: float) -> None:
+        if not self.run.ex.gates.pass_through(name, timeout, self.run.ex.stop.is_set):
+            raise Shutdown
+
 
 @dataclass
 class Executor:
@@ -92,6 +97,7 @@ class Executor:
     interrupt: threading.Event
     stop: threading.Event
     node_delays: Mapping[str, float] = field(default_factory=dict)
+    gates: Gates = field(default_factory=Gates)
     cache: dict[str, _Cached] = field(default_factory=dict)
 
     def reset(self) -> None:

@@ -5,7 +5,8 @@ Each node mirrors what the ComfyUI 0.3.64 node of the same name returns, writes 
 (file names, UI outputs, ``progress``/preview/text events through the :class:`NodeContext`).
 
 Invariant: a node touches files only through the context's folders, and every wait inside a node
-goes through ``ctx.sleep``/``ctx.progress`` so an interrupt or a server stop is honoured promptly.
+goes through ``ctx.sleep``/``ctx.progress``/``ctx.wait_gate`` so a server stop is honoured promptly
+(and an interrupt at the next progress report or node boundary, as in ComfyUI).
 """
 
 from __future__ import annotations
@@ -40,6 +41,8 @@ class NodeContext(Protocol):
     def text(self, text: str) -> None: ...
 
     def sleep(self, seconds: float) -> None: ...
+
+    def wait_gate(self, name: str, timeout: float) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -208,6 +211,11 @@ def stand_in_delay(ctx: NodeContext, i: dict[str, Any]) -> NodeResult:
     return (i["image"],), None
 
 
+def stand_in_gate(ctx: NodeContext, i: dict[str, Any]) -> NodeResult:
+    ctx.wait_gate(str(i.get("gate", "gate")), float(i.get("timeout", 60.0)))
+    return (i["image"],), None
+
+
 def stand_in_fail(_ctx: NodeContext, i: dict[str, Any]) -> NodeResult:
     raise RuntimeError(str(i.get("message", "stand-in failure")))
 
@@ -225,13 +233,24 @@ NODES: dict[str, NodeImpl] = {
     "PreviewAny": NodeImpl(preview_any),
     "StandInDelay": NodeImpl(stand_in_delay, is_changed=_always_changed),
     "StandInFail": NodeImpl(stand_in_fail, is_changed=_always_changed),
+    "StandInGate": NodeImpl(stand_in_gate, is_changed=_always_changed),
 }
 
 
-def _stand_in_info(name: str, inputs: dict[str, Any], output: list[str], description: str) -> dict[str, Any]:
+def _stand_in_info(
+    name: str,
+    inputs: dict[str, Any],
+    output: list[str],
+    description: str,
+    optional: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    info_input: dict[str, Any] = {"required": inputs}
+    order: dict[str, list[str]] = {"required": list(inputs)}
+    if optional:
+        info_input["optional"], order["optional"] = optional, list(optional)
     return {
-        "input": {"required": inputs},
-        "input_order": {"required": list(inputs)},
+        "input": info_input,
+        "input_order": order,
         "output": output,
         "output_is_list": [False] * len(output),
         "output_name": output,
@@ -261,6 +280,15 @@ STAND_IN_OBJECT_INFO: dict[str, dict[str, Any]] = {
         {"image": ["IMAGE", {}], "message": ["STRING", {"default": "stand-in failure"}]},
         ["IMAGE"],
         "Raises RuntimeError(message) when it runs.",
+    ),
+    "StandInGate": _stand_in_info(
+        "StandInGate",
+        {"image": ["IMAGE", {}], "gate": ["STRING", {"default": "gate"}]},
+        ["IMAGE"],
+        "Passes the image through once the test opens the gate named `gate` (StandInServer.gates); "
+        "fails with TimeoutError after `timeout` seconds. Reports no progress, so an interrupt acts "
+        "at the next node. Never cached.",
+        optional={"timeout": ["FLOAT", {"default": 60.0, "min": 0.1, "max": 3600.0, "step": 0.1}]},
     ),
 }
 

@@ -1,8 +1,9 @@
 """``StandInServer``: the stand-in ComfyUI running on its own event loop in a background thread.
 
 Start it as a context manager (or ``start()``/``stop()``); it binds 127.0.0.1 (port 0 = ephemeral),
-keeps the port across ``restart()`` and ``faults.refuse_connections``, and exposes what it saw
-(``requests``, ``submissions``) for assertions.
+keeps the port across ``restart()`` and ``faults.refuse_connections``, exposes what it saw
+(``requests``, ``submissions``) for assertions, and ``gates`` that hold ``StandInGate`` nodes until
+the test releases them (see :mod:`airflow_comfy.testing.gates`).
 
 Invariants: every blocking call from the caller's thread has a timeout; ``stop()`` ends the loop
 thread and the worker thread it started and closes the listening socket.
@@ -23,6 +24,7 @@ from aiohttp import web
 from airflow_comfy.testing.engine import Engine
 from airflow_comfy.testing.faults import Faults
 from airflow_comfy.testing.files import Folders
+from airflow_comfy.testing.gates import Gates
 from airflow_comfy.testing.hub import Hub
 from airflow_comfy.testing.loopthread import TIMEOUT, LoopThread
 from airflow_comfy.testing.server import StandInState, make_app
@@ -47,6 +49,7 @@ class StandInServer:
         self.folders = Folders.create(base_dir)
         self.node_delays = dict(node_delays or {})
         self.faults = Faults()
+        self.gates = Gates()
         self._loop_thread = LoopThread("comfy-standin-loop")
         self._runner: web.AppRunner | None = None
         self._site: web.SockSite | None = None
@@ -131,7 +134,7 @@ class StandInServer:
         return self._loop_thread.call(coro, timeout)
 
     def _new_engine(self, hub: Hub) -> Engine:
-        engine = Engine(self.folders, hub.emit, hub.supports_metadata, self.node_delays)
+        engine = Engine(self.folders, hub.emit, hub.supports_metadata, self.node_delays, self.gates)
         if self._held:
             engine.held.set()
         engine.start()

@@ -148,7 +148,7 @@ class SharedPoller:
                 started = self.loop.time()
                 due = [w for w in self.watches if w.due <= started + _SLACK]
                 for w in due:
-                    w.due = _next_tick(started, w.interval)
+                    w.due = _next_tick(started + _SLACK, w.interval)  # a tick within _SLACK is this one
                 self.rounds += 1
                 try:
                     await self._round(due)

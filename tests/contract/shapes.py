@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import random
 import struct
 import time
@@ -18,15 +17,11 @@ import uuid
 import zlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import requests
 import websocket
-
-CONTRACT_DIR = Path(__file__).resolve().parents[2].parent / "shared" / "comfyui-contract"
-if not CONTRACT_DIR.is_dir():  # CI clones main next to a copy of shared/ (same rule as tests/conftest.py)
-    CONTRACT_DIR = Path(os.environ.get("COMFYUI_CONTRACT_DIR", "../shared/comfyui-contract")).resolve()
+from contract_data import CONTRACT_DIR
 
 HTTP_TIMEOUT = 15.0
 

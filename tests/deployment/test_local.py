@@ -149,6 +149,10 @@ def test_deferred_wait_ran_in_the_triggerer(deployment, runs):
         assert logs and set(logs) <= triggerers, (index, logs, triggerers)
         [text] = logs.values()  # written by the triggerer: the trigger started, fired and completed
         assert "starting" in text and "Trigger fired event" in text and "'status': 'success'" in text, text
+        assert "Waiting for prompt" in text  # the trigger logs its wait (issue 16, item 3)
+        task_log = deployment.task_log(BATCH, run_id, "render", index)
+        # no error line in a run that did not fail (issue 12, item 10)
+        assert "XCom not found" not in task_log
 
 
 def test_killed_triggerer_is_replaced_and_the_deferred_tasks_succeed(deployment, standin, runs):

@@ -54,6 +54,19 @@ def slow_save(seconds: float, steps: int = 10, prefix: str = "hooktest/slow") ->
     }
 
 
+def gated_save(gate: str = "gate", prefix: str = "hooktest/gated") -> dict[str, Any]:
+    """EmptyImage → StandInGate(gate) → SaveImage: runs until the test calls ``server.gates.release(gate)``.
+
+    Use it where a prompt must still be running when the test looks: unlike a delay, it cannot end
+    early on a slow machine. Not interruptible while held (an interrupt acts at the next node).
+    """
+    return {
+        "1": {"class_type": "EmptyImage", "inputs": {"width": 8, "height": 8, "batch_size": 1, "color": 0}},
+        "2": {"class_type": "StandInGate", "inputs": {"image": ["1", 0], "gate": gate}},
+        "3": {"class_type": "SaveImage", "inputs": {"images": ["2", 0], "filename_prefix": prefix}},
+    }
+
+
 def failing(message: str = "boom from the test") -> dict[str, Any]:
     return {
         "1": {"class_type": "EmptyImage", "inputs": {"width": 8, "height": 8, "batch_size": 1, "color": 0}},

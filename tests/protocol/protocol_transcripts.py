@@ -3,13 +3,9 @@
 from __future__ import annotations
 
 import json
-import os
-from pathlib import Path
 from typing import Any
 
-CONTRACT_DIR = Path(__file__).resolve().parents[2].parent / "shared" / "comfyui-contract"
-if not CONTRACT_DIR.is_dir():
-    CONTRACT_DIR = Path(os.environ.get("COMFYUI_CONTRACT_DIR", "../shared/comfyui-contract")).resolve()
+from contract_data import CONTRACT_DIR
 
 
 def transcript(name: str) -> dict[str, Any]:

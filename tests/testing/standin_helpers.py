@@ -2,30 +2,21 @@
 
 from __future__ import annotations
 
-import importlib.util
 import io
 import json
 import time
-from pathlib import Path
 from typing import Any
 
 import requests
 import websocket
+from contract_data import load_transcript
 from PIL import Image
 
 from airflow_comfy.protocol.events import BINARY_EVENT_NAMES, decode_binary_frame
 from airflow_comfy.protocol.urls import ws_url
 from airflow_comfy.testing import StandInServer
 
-_spec = importlib.util.spec_from_file_location(
-    "_tests_root_conftest", Path(__file__).parents[1] / "conftest.py"
-)
-assert _spec is not None and _spec.loader is not None
-_root = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(_root)
-load_transcript = (
-    _root.load_transcript
-)  # tests/conftest.py's loader (imported by path: "conftest" is ambiguous)
+__all__ = ["WsRecorder", "gated", "history", "load_transcript", "png_bytes", "run", "submit", "upload"]
 
 
 class WsRecorder:
@@ -79,6 +70,20 @@ class WsRecorder:
 
     def close(self) -> None:
         self.sock.close()
+
+
+def gated(prompt: dict[str, Any], node_id: str, gate: str = "gate") -> dict[str, Any]:
+    """``prompt`` with node ``node_id`` (an IMAGE → IMAGE node) replaced by a StandInGate named ``gate``.
+
+    The run then holds in that node until the test calls ``server.gates.release(gate)``: the test
+    acts (interrupt, delete, ...) at a moment that does not depend on the machine's speed.
+    """
+    prompt = json.loads(json.dumps(prompt))
+    prompt[node_id] = {
+        "class_type": "StandInGate",
+        "inputs": {"image": prompt[node_id]["inputs"]["image"], "gate": gate},
+    }
+    return prompt
 
 
 def submit(server: StandInServer, prompt: dict[str, Any], **extra: Any) -> dict[str, Any]:

@@ -7,7 +7,7 @@ import copy
 import pytest
 import requests
 from contract_data import without_tracebacks
-from standin_helpers import history, load_transcript, run, submit
+from standin_helpers import gated, history, load_transcript, run, submit
 
 REJECTED = [
     "prompt_err_bad_combo",
@@ -107,15 +107,14 @@ def test_partial_node_errors_run_only_the_valid_output(standin) -> None:
     assert list(entry["outputs"]) == ["2"]
 
 
-def test_get_prompt_counts_running_and_pending(slow_standin, contract_workflows) -> None:
-    assert requests.get(slow_standin.url + "/prompt", timeout=10).json() == {
-        "exec_info": {"queue_remaining": 0}
-    }
-    for _ in range(3):
-        submit(slow_standin, contract_workflows["long_about_10s"], client_id="x")
-    assert requests.get(slow_standin.url + "/api/prompt", timeout=10).json() == {
+def test_get_prompt_counts_running_and_pending(standin, contract_workflows) -> None:
+    assert requests.get(standin.url + "/prompt", timeout=10).json() == {"exec_info": {"queue_remaining": 0}}
+    for _ in range(3):  # held in a gate: none can finish before the count is read
+        submit(standin, gated(contract_workflows["long_about_10s"], "10"), client_id="x")
+    assert requests.get(standin.url + "/api/prompt", timeout=10).json() == {
         "exec_info": {"queue_remaining": 3}
     }
-    requests.post(slow_standin.url + "/queue", json={"clear": True}, timeout=10)
-    requests.post(slow_standin.url + "/interrupt", timeout=10)
-    slow_standin.wait_idle(30)
+    requests.post(standin.url + "/queue", json={"clear": True}, timeout=10)
+    requests.post(standin.url + "/interrupt", timeout=10)
+    standin.gates.release("gate")
+    standin.wait_idle(30)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import copy
 
 import requests
-from standin_helpers import history, load_transcript, run, submit
+from standin_helpers import gated, history, load_transcript, run, submit
 
 
 def _get(server, path: str, **params):
@@ -16,54 +16,70 @@ def _post(server, path: str, body=None):
     return requests.post(server.url + path, json=body, timeout=10)
 
 
-def test_queue_busy_delete_and_clear(slow_standin, contract_workflows) -> None:
-    long = submit(slow_standin, contract_workflows["long_about_10s"])["prompt_id"]
-    pending = [submit(slow_standin, contract_workflows["empty_save"])["prompt_id"] for _ in range(3)]
-    body = _get(slow_standin, "/queue").json()
+def _long_running(server, contract_workflows, **extra) -> str:
+    """Submit `long_about_10s` held in a gate at node 10; returns once it is running there."""
+    prompt_id = submit(server, gated(contract_workflows["long_about_10s"], "10"), **extra)["prompt_id"]
+    server.gates.wait_blocked("gate")
+    return prompt_id
+
+
+def test_queue_busy_delete_and_clear(standin, contract_workflows) -> None:
+    long = _long_running(standin, contract_workflows)
+    pending = [submit(standin, contract_workflows["empty_save"])["prompt_id"] for _ in range(3)]
+    body = _get(standin, "/queue").json()
     assert set(body) == {"queue_running", "queue_pending"}
     assert [item[1] for item in body["queue_running"]] == [long]
     assert sorted(item[1] for item in body["queue_pending"]) == sorted(pending)
     assert all(len(item) == 5 for item in body["queue_pending"])
-    assert history(slow_standin, long) == {} and history(slow_standin, pending[0]) == {}
-    response = _post(slow_standin, "/queue", {"delete": [pending[0], long]})
+    assert history(standin, long) == {} and history(standin, pending[0]) == {}
+    response = _post(standin, "/queue", {"delete": [pending[0], long]})
     assert (response.status_code, response.content) == (200, b"")
-    body = _get(slow_standin, "/queue").json()
+    body = _get(standin, "/queue").json()
     assert [item[1] for item in body["queue_running"]] == [long]
     assert sorted(item[1] for item in body["queue_pending"]) == sorted(pending[1:])
-    assert _post(slow_standin, "/queue", {"clear": True}).status_code == 200
-    assert _get(slow_standin, "/queue").json()["queue_pending"] == []
-    slow_standin.wait_idle(30)
-    assert history(slow_standin, long)[long]["status"]["status_str"] == "success"
-    assert history(slow_standin, pending[0]) == {}
+    assert _post(standin, "/queue", {"clear": True}).status_code == 200
+    assert _get(standin, "/queue").json()["queue_pending"] == []
+    standin.gates.release("gate")
+    standin.wait_idle(30)
+    assert history(standin, long)[long]["status"]["status_str"] == "success"
+    assert history(standin, pending[0]) == {}
 
 
-def test_front_runs_first(slow_standin, contract_workflows) -> None:
-    submit(slow_standin, contract_workflows["long_about_10s"])
-    back = submit(slow_standin, contract_workflows["empty_save"])["prompt_id"]
+def test_front_runs_first(standin, contract_workflows) -> None:
+    long = _long_running(standin, contract_workflows)
+    back = submit(standin, contract_workflows["empty_save"])["prompt_id"]
     workflow = copy.deepcopy(contract_workflows["empty_save"])
     workflow["1"]["inputs"]["color"] = 5
-    front = submit(slow_standin, workflow, front=True)["prompt_id"]
-    _post(slow_standin, "/interrupt")
-    slow_standin.wait_idle(30)
-    assert list(_get(slow_standin, "/history").json())[-2:] == [front, back]
+    front = submit(standin, workflow, front=True)["prompt_id"]
+    _post(standin, "/interrupt")
+    standin.gates.release("gate")
+    standin.wait_idle(30)
+    assert list(_get(standin, "/history").json())[-3:] == [long, front, back]
 
 
-def test_interrupt_rules(slow_standin, contract_workflows) -> None:
-    long = submit(slow_standin, contract_workflows["long_about_10s"])["prompt_id"]
-    short = submit(slow_standin, contract_workflows["empty_save"])["prompt_id"]
+def test_interrupt_rules(standin, contract_workflows) -> None:
+    workflow = gated(gated(contract_workflows["long_about_10s"], "10", "a"), "12", "b")
+    long = submit(standin, workflow)["prompt_id"]
+    standin.gates.wait_blocked("a")
+    short = submit(standin, contract_workflows["empty_save"])["prompt_id"]
     for body in ({"prompt_id": short}, {"prompt_id": "no-such-id"}):
-        response = _post(slow_standin, "/interrupt", body)
+        response = _post(standin, "/interrupt", body)
         assert (response.status_code, response.content) == (200, b"")
-    assert [i[1] for i in _get(slow_standin, "/queue").json()["queue_running"]] == [long]
-    _post(slow_standin, "/interrupt", {"prompt_id": long})
-    slow_standin.wait_idle(30)
-    entry = history(slow_standin, long)[long]
+    standin.gates.release("a")
+    standin.gates.wait_blocked("b")  # node 11 started after those: they set no interrupt
+    assert [i[1] for i in _get(standin, "/queue").json()["queue_running"]] == [long]
+    _post(standin, "/interrupt", {"prompt_id": long})
+    standin.gates.release("b")
+    standin.wait_idle(30)
+    entry = history(standin, long)[long]
     recorded = next(iter(load_transcript("history_interrupted")["response"]["body"].values()))
     assert entry["status"]["status_str"] == "error" and entry["status"]["completed"] is False
-    assert entry["status"]["messages"][-1][0] == "execution_interrupted"
-    assert set(entry["status"]["messages"][-1][1]) == set(recorded["status"]["messages"][-1][1])
+    event, data = entry["status"]["messages"][-1]
+    assert event == "execution_interrupted"
+    assert set(data) == set(recorded["status"]["messages"][-1][1])
+    assert data["node_id"] == "13" and sorted(data["executed"]) == ["1", "10", "11", "12"]
     assert (entry["outputs"], entry["meta"]) == ({}, {})
-    assert history(slow_standin, short)[short]["status"]["status_str"] == "success"
+    assert history(standin, short)[short]["status"]["status_str"] == "success"
 
 
 def test_interrupt_while_idle_does_not_leak(standin, contract_workflows) -> None:
@@ -124,23 +140,21 @@ def test_free_drops_the_cache(standin, contract_workflows) -> None:
     assert after["outputs"] != first["outputs"]
 
 
-def test_restart_loses_state_but_keeps_files(slow_standin, contract_workflows) -> None:
-    port = slow_standin.port
-    done = run(slow_standin, contract_workflows["empty_save"])
+def test_restart_loses_state_but_keeps_files(standin, contract_workflows) -> None:
+    port = standin.port
+    done = run(standin, contract_workflows["empty_save"])
     image = done["outputs"]["2"]["images"][0]
-    running = submit(slow_standin, contract_workflows["long_about_10s"])["prompt_id"]
-    pending = submit(slow_standin, contract_workflows["batch_of_3"])["prompt_id"]
-    slow_standin.restart()
-    assert slow_standin.port == port
-    assert history(slow_standin, running) == {} and history(slow_standin, pending) == {}
-    assert _get(slow_standin, "/history").json() == {}
-    assert _get(slow_standin, "/queue").json() == {"queue_running": [], "queue_pending": []}
-    view = _get(
-        slow_standin, "/view", filename=image["filename"], subfolder=image["subfolder"], type="output"
-    )
+    running = _long_running(standin, contract_workflows)
+    pending = submit(standin, contract_workflows["batch_of_3"])["prompt_id"]
+    standin.restart()
+    assert standin.port == port
+    assert history(standin, running) == {} and history(standin, pending) == {}
+    assert _get(standin, "/history").json() == {}
+    assert _get(standin, "/queue").json() == {"queue_running": [], "queue_pending": []}
+    view = _get(standin, "/view", filename=image["filename"], subfolder=image["subfolder"], type="output")
     assert view.status_code == 200
-    assert submit(slow_standin, contract_workflows["empty_save"])["number"] == 0
-    slow_standin.wait_idle(30)
+    assert submit(standin, contract_workflows["empty_save"])["number"] == 0
+    standin.wait_idle(30)
 
 
 def test_hold_keeps_prompts_pending_until_released_even_across_restart(standin, contract_workflows) -> None:

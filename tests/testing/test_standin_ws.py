@@ -6,7 +6,7 @@ import copy
 
 import pytest
 import requests
-from standin_helpers import load_transcript, submit
+from standin_helpers import gated, load_transcript, submit
 
 CLIENT_TRANSCRIPTS = ["ws_success", "ws_error", "ws_progress", "ws_progress_text"]
 
@@ -144,22 +144,32 @@ def test_two_clients(standin, ws_factory) -> None:
     assert b.types() == record["client_b"]["types_in_order"]
 
 
-def test_interrupt_by_prompt_id_at_the_next_node(slow_standin, ws_factory) -> None:
-    ws = ws_factory("me", server=slow_standin)
-    prompt_id = submit(slow_standin, _prompt("ws_interrupted"), client_id="me")["prompt_id"]
-    ws.until(lambda t, d: t == "executing" and d.get("node") == "12")
-    requests.post(slow_standin.url + "/interrupt", json={"prompt_id": prompt_id}, timeout=10)
+# The recordings sent /interrupt while node 12 (11 without a client id) ran; here that node is a gate
+# held until the interrupt was acknowledged (the 200 of POST /interrupt comes after the flag is set),
+# so the interrupt acts at the next node boundary on an idle or a loaded machine alike.
+
+
+def test_interrupt_by_prompt_id_at_the_next_node(standin, ws_factory) -> None:
+    ws = ws_factory("me")
+    prompt_id = submit(standin, gated(_prompt("ws_interrupted"), "12"), client_id="me")["prompt_id"]
+    standin.gates.wait_blocked("gate")
+    response = requests.post(standin.url + "/interrupt", json={"prompt_id": prompt_id}, timeout=10)
+    assert response.status_code == 200
+    standin.gates.release("gate")
     ws.until_end(prompt_id)
     assert ws.types() == load_transcript("ws_interrupted")["types_in_order"]
     event = next(d for t, d in ws.messages if t == "execution_interrupted")
     assert event["node_id"] == "13" and sorted(event["executed"]) == ["1", "10", "11", "12"]
 
 
-def test_interrupt_without_client_id_is_broadcast(slow_standin, ws_factory) -> None:
-    ws = ws_factory("watcher", server=slow_standin)
-    submit(slow_standin, _prompt("ws_no_client_id_interrupted"))
-    ws.until(lambda t, d: t == "progress_state" and d["nodes"].get("11", {}).get("state") == "running")
-    requests.post(slow_standin.url + "/interrupt", timeout=10)
-    slow_standin.wait_idle(30)
+def test_interrupt_without_client_id_is_broadcast(standin, ws_factory) -> None:
+    ws = ws_factory("watcher")
+    submit(standin, gated(_prompt("ws_no_client_id_interrupted"), "11"))
+    standin.gates.wait_blocked("gate")
+    assert requests.post(standin.url + "/interrupt", timeout=10).status_code == 200
+    standin.gates.release("gate")
+    standin.wait_idle(30)
     ws.drain()
     assert ws.types() == load_transcript("ws_no_client_id_interrupted")["types_in_order"]
+    event = next(d for t, d in ws.messages if t == "execution_interrupted")
+    assert event["node_id"] == "12" and sorted(event["executed"]) == ["1", "10", "11"]
