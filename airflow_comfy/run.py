@@ -14,6 +14,7 @@ Invariants:
   look (there is no earlier try), except for ``run_workflow``, which a task may call twice;
 - a rejected or unreadable workflow fails the task at once, without using Airflow retries
   (:func:`fail_fast`);
+- an outage before the submission is ridden out for ``unreachable_grace`` (``StartOutage``);
 - a lost prompt is submitted again at most once, and only when ``resubmit_if_lost`` is set;
 - stopping (kill, task timeout, wait timeout) cancels only this run's own prompt, never a global
   interrupt, and only when ``cancel_on_kill`` is set.
@@ -47,7 +48,7 @@ from airflow_comfy.prepare import prepare_for
 from airflow_comfy.protocol import urls
 from airflow_comfy.protocol.ids import deterministic_prompt_id, new_client_id
 from airflow_comfy.protocol.states import PromptState, PromptStatus
-from airflow_comfy.protocol.waiting import Verdict, WaitOutcome
+from airflow_comfy.protocol.waiting import StartOutage, Verdict, WaitOutcome
 from airflow_comfy.workflows import (
     SHA256_XCOM_KEY,
     SavedWorkflow,
@@ -132,6 +133,7 @@ class PromptRun:
         self._client_id: str | None = None
         self._socket: ComfyUIWebSocket | None = None
         self._waiting = False
+        self._posted = False
 
     def work_identity(self) -> dict[str, Any]:
         """What the prompt id is derived from: the workflow as given, the overrides, the input files.
@@ -147,36 +149,48 @@ class PromptRun:
     # --- starting -----------------------------------------------------------------------------------
 
     def start(self) -> PromptStatus | None:
-        """Attach to this task's prompt, or submit it; push the prompt XComs.
+        """Attach to this task's prompt, or submit it; push the prompt XComs. Returns the status
+        when an earlier try's prompt already succeeded, else ``None``."""
+        status = self._ride_out()
+        xcoms.push_prompt_xcoms(self.context, self.base_url, self.prompt_id)
+        if self.saved is not None:
+            self.context["ti"].xcom_push(key=SHA256_XCOM_KEY, value=self.saved.sha256)
+        return status
 
-        Returns the status when an earlier try's prompt already succeeded, else ``None``.
-        """
+    def _ride_out(self) -> PromptStatus | None:
+        """:meth:`_attach_or_submit`, again while the start's outage rule says so (``StartOutage``)."""
+        outage = StartOutage(urls.redact_url(self.hook.base_url), self.options.unreachable_grace)
+        while True:
+            self._posted = False
+            try:
+                return self._attach_or_submit()
+            except ComfyUIError as exc:
+                decision = outage.failed(time.monotonic(), time.time(), exc, posted=self._posted)
+                if decision.outcome is not None:
+                    if decision.verdict is Verdict.FAILED:
+                        raise
+                    raise (decision.outcome.error() or exc) from None
+                self.log.warning("%s", decision.warning)
+                if self.stop_signal.wait(outage.pause(time.monotonic(), self.hook.settings.retry_max_wait)):
+                    raise
+
+    def _attach_or_submit(self) -> PromptStatus | None:
         status: PromptStatus | None = None
         retry = _is_retry(self.context)
         if self.options.reattach and (retry or self.options.reattach_first_try):
             client, status = self.hook.locate(self.prompt_id, strict=retry)
             if client is not None and status.state is not PromptState.NOT_FOUND:
                 self.client = client
-        if status is not None and status.state is PromptState.SUCCESS:
-            self.log.info(
-                "Prompt %s already finished with success (earlier try); collecting its outputs",
-                self.prompt_id,
-            )
-        elif status is not None and status.state.is_active:
-            self.log.info(
-                "Re-attaching to prompt %s on %s, %s since an earlier try",
-                self.prompt_id,
-                self.base_url,
-                status.state.value,
-            )
-            status = None
-        else:
-            self.submit()
-            status = None
-        xcoms.push_prompt_xcoms(self.context, self.base_url, self.prompt_id)
-        if self.saved is not None:
-            self.context["ti"].xcom_push(key=SHA256_XCOM_KEY, value=self.saved.sha256)
-        return status
+        known = status.state if status is not None else PromptState.NOT_FOUND
+        if known is PromptState.SUCCESS:
+            self.log.info("Prompt %s already succeeded (earlier try); collecting its outputs", self.prompt_id)
+            return status
+        if known.is_active:
+            where = (self.prompt_id, self.base_url, known.value)
+            self.log.info("Re-attaching to prompt %s on %s, %s since an earlier try", *where)
+            return None
+        self.submit()
+        return None
 
     def attach(self, *, strict: bool = True) -> PromptStatus:
         """Find an existing prompt (the sensor's start); its status, ``NOT_FOUND`` when no server has it."""
@@ -209,6 +223,7 @@ class PromptRun:
                 self._socket = client.websocket(self._client_id).connect()
             except ComfyUIConnectionError as exc:
                 self.log.warning("%s; will wait by polling", exc)
+        self._posted = True  # from here on, the POST may have arrived (StartOutage's rule)
         try:
             with fail_fast():
                 client.submit_prompt(

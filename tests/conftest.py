@@ -62,3 +62,14 @@ def live_url() -> str:
     if not url:
         pytest.skip("COMFYUI_URL is not set: no real ComfyUI to test against")
     return url.rstrip("/")
+
+
+@pytest.fixture(autouse=True)
+def _fresh_pool_memories() -> Iterator[None]:
+    """A server a test left "known dead" (or a submission "in flight") must not steer the next test:
+    stand-ins come and go on ephemeral ports, which can be reused."""
+    from airflow_comfy.hooks import pool
+
+    yield
+    pool._DEAD.clear()
+    pool._IN_FLIGHT.clear()

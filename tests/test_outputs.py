@@ -133,6 +133,8 @@ class BytesClient(ComfyUIClient):
         self.asked.append((filename, subfolder, folder_type))
 
         class Response:
+            headers: dict[str, str] = {}  # noqa: RUF012 - no Content-Length, like a chunked answer
+
             def iter_content(self, chunk_size: int = 1) -> Iterator[bytes]:
                 yield PNG
 

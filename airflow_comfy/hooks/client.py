@@ -27,7 +27,7 @@ from typing import IO, Any
 import requests
 
 from airflow_comfy.exceptions import ComfyUIError, ComfyUIHTTPError
-from airflow_comfy.hooks import catalog, downloads
+from airflow_comfy.hooks import catalog, downloads, pool
 from airflow_comfy.hooks.connection import ComfyUISettings
 from airflow_comfy.hooks.transport import Transport
 from airflow_comfy.hooks.userdata import UserDataClient
@@ -91,7 +91,10 @@ class ComfyUIClient:
             body["front"] = True
         if extra_data:
             body["extra_data"] = dict(extra_data)
-        answer = self.transport.run(flows.submit_prompt(body))
+        try:
+            answer = self.transport.run(flows.submit_prompt(body))
+        finally:
+            pool.landed(self.base_url)  # a pool's next survey counts it (or it failed): see hooks.pool
         if answer.get("node_errors"):
             self.log.warning(
                 "ComfyUI accepted prompt %s but skipped invalid outputs:\n%s",

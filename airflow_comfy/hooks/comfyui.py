@@ -3,9 +3,9 @@
 The hook is the connection: its settings (:mod:`airflow_comfy.hooks.connection`), its servers
 (``host`` plus ``extra.hosts``), one immutable :class:`~airflow_comfy.hooks.client.ComfyUIClient`
 per server (:meth:`ComfyUIHook.client`), the choice of a server for new work
-(:meth:`ComfyUIHook.choose`, least loaded: :mod:`airflow_comfy.hooks.pool`) and the search for
-a prompt's server (:meth:`ComfyUIHook.locate`). For convenience it also answers every endpoint
-method of the client itself, on its *default* server (the ``server`` argument, else the
+(:meth:`ComfyUIHook.choose`, weighted towards the least loaded: :mod:`airflow_comfy.hooks.pool`)
+and the search for a prompt's server (:meth:`ComfyUIHook.locate`). For convenience it also
+answers every endpoint method of the client itself, on its *default* server (the ``server`` argument, else the
 connection's first), except :meth:`ComfyUIHook.submit_prompt`, which on a pool chooses a server.
 
 Invariants: nothing here changes after construction except caches (the settings read once, one
@@ -106,8 +106,8 @@ class ComfyUIHook(BaseHook):
         """The client of the server new work should go to.
 
         A one-server connection, or a hook made with ``server=``, always answers that server. On a
-        pool, the least loaded reachable server (with every node type of ``workflow`` when
-        :attr:`capability_routing` is on); see :mod:`airflow_comfy.hooks.pool`.
+        pool, a reachable server picked at random, weighted towards the least loaded (with every
+        node type of ``workflow`` when :attr:`capability_routing` is on); see :mod:`airflow_comfy.hooks.pool`.
         """
         if not self.settings.is_pool or self._server:
             return self.client()

@@ -4,11 +4,14 @@ The sync hook and the async trigger both build their requests from :class:`Comfy
 a connection means the same thing in a worker and in the triggerer. Fields:
 
 - host: a host name or a full URL (``https://gpu-1/comfy``); port; schema ``http``/``https``;
-- login + password → HTTP Basic; password alone, or ``extra.token`` → ``Authorization: Bearer``;
+- login + password → HTTP Basic; so do credentials in the host URL (``http://user:pass@gpu-1``),
+  taken out of the URL (they must agree with login/password when both are set); password alone,
+  or ``extra.token`` → ``Authorization: Bearer``;
 - extra: ``headers`` (dict or JSON text, e.g. ``{"X-API-Key": "..."}``), ``verify`` (a bool, or
   the path of a CA bundle that exists on the machine reading the connection), ``use_ssl``,
   ``path_prefix``, ``connect_timeout``, ``read_timeout``, ``max_retries``, ``retry_min_wait``,
-  ``retry_max_wait``.
+  ``retry_max_wait``, ``max_ws_frame_bytes`` (the largest WebSocket message accepted, default
+  128 MiB), ``max_download_bytes`` (the largest ``/view`` download, default 16 GiB).
 
 URI-form connections deliver every extra as a string; booleans and numbers are parsed here.
 
@@ -24,6 +27,7 @@ import os
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
+from urllib.parse import unquote, urlsplit
 
 from airflow_comfy.protocol.answers import MAX_JSON_BYTES
 from airflow_comfy.protocol.urls import build_base_url
@@ -106,6 +110,8 @@ class ComfyUISettings:
     max_retries: int = 5
     retry_min_wait: float = 0.5
     retry_max_wait: float = 10.0
+    max_ws_frame_bytes: int = 128 * 1024 * 1024
+    max_download_bytes: int = 16 * 1024 * 1024 * 1024
     #: Every server of the connection (``host`` first, then ``extra.hosts``); ``base_url`` is one of them.
     servers: tuple[str, ...] = ()
 
@@ -227,6 +233,28 @@ def _parse_hosts(value: Any) -> list[str]:
     return [str(item).strip() for item in value if str(item).strip()]
 
 
+def _url_credentials(hosts: list[str]) -> tuple[str, str] | None:
+    """The ``user:password`` written into the host URLs (percent-decoded), the same for all, or None."""
+    found: set[tuple[str, str]] = set()
+    for host in hosts:
+        netloc = urlsplit(host if "://" in host else "//" + host).netloc
+        if "@" not in netloc:
+            continue
+        login, sep, password = netloc.rsplit("@", 1)[0].partition(":")
+        if not (login and sep and password):
+            raise ValueError(
+                "a host URL holds a user name without a password: put the credentials in the "
+                "connection's login and password fields instead"
+            )
+        found.add((unquote(login), unquote(password)))
+    if len(found) > 1:
+        raise ValueError(
+            "the host URLs hold different credentials, but all servers of a connection share one: "
+            "put them in the connection's login and password fields instead"
+        )
+    return found.pop() if found else None
+
+
 def _settings_from_connection(conn: ConnectionLike) -> ComfyUISettings:
     extra = dict(conn.extra_dejson or {})
     use_ssl = parse_bool(extra.get("use_ssl"), name="use_ssl", default=False)
@@ -247,13 +275,22 @@ def _settings_from_connection(conn: ConnectionLike) -> ComfyUISettings:
     base_url = servers[0]
     headers = _parse_headers(extra.get("headers"))
     token = extra.get("token")
+    login, password = conn.login, conn.password
+    in_url = _url_credentials(hosts)
+    if in_url is not None:
+        if (login or password) and (login, password) != in_url:
+            raise ValueError(
+                "the host URL holds credentials that differ from the login and password fields: "
+                "keep them in one place (the login and password fields)"
+            )
+        login, password = in_url
     # An explicit Authorization in extra.headers wins, whatever its spelling (headers are case-insensitive).
     has_auth = any(name.lower() == "authorization" for name in headers)
-    if not has_auth and conn.login and conn.password:
-        basic = base64.b64encode(f"{conn.login}:{conn.password}".encode()).decode()
+    if not has_auth and login and password:
+        basic = base64.b64encode(f"{login}:{password}".encode()).decode()
         headers["Authorization"] = f"Basic {basic}"
-    elif not has_auth and (token or conn.password):
-        headers["Authorization"] = f"Bearer {token or conn.password}"
+    elif not has_auth and (token or password):
+        headers["Authorization"] = f"Bearer {token or password}"
     return ComfyUISettings(
         conn_id=conn.conn_id,
         base_url=base_url,
@@ -264,5 +301,14 @@ def _settings_from_connection(conn: ConnectionLike) -> ComfyUISettings:
         max_retries=_parse_count(extra.get("max_retries"), name="max_retries", default=5),
         retry_min_wait=_parse_float(extra.get("retry_min_wait"), name="retry_min_wait", default=0.5),
         retry_max_wait=_parse_float(extra.get("retry_max_wait"), name="retry_max_wait", default=10.0),
+        max_ws_frame_bytes=_parse_size(extra.get("max_ws_frame_bytes"), "max_ws_frame_bytes", 128 << 20),
+        max_download_bytes=_parse_size(extra.get("max_download_bytes"), "max_download_bytes", 16 << 30),
         servers=tuple(servers),
     )
+
+
+def _parse_size(value: Any, name: str, default: int) -> int:
+    size = _parse_count(value, name=name, default=default)
+    if size <= 0:
+        raise ValueError(f"extra.{name} must be a positive number of bytes, got {value!r}")
+    return size

@@ -9,6 +9,11 @@ Cost: ComfyUI sends a ``progress_state`` message listing every node of the workf
 by their first bytes, before any JSON parsing; and websocket-client's pure-Python UTF-8 check is
 skipped (the JSON decoder checks the text it parses anyway).
 
+Size: websocket-client has no limit on a message's size, so the frame reader is replaced by one that
+refuses, from the frame header and before reading the payload, a frame longer than the
+connection's ``extra.max_ws_frame_bytes`` (and a fragmented message that grows past it): the
+socket is closed with a :class:`ComfyUIConnectionError` saying so, and waiters go on by polling.
+
 Invariants: every receive has a timeout (``recv`` returns ``None`` when it passes, so callers'
 loops stay bounded); a dropped socket raises :class:`ComfyUIConnectionError` naming the redacted
 URL; header values never appear in errors or logs.
@@ -25,6 +30,7 @@ from types import TracebackType
 from typing import Any
 
 import websocket
+from websocket._abnf import continuous_frame, frame_buffer
 
 from airflow_comfy.exceptions import ComfyUIConnectionError
 from airflow_comfy.hooks.connection import ComfyUISettings
@@ -38,6 +44,44 @@ from airflow_comfy.protocol.events import (
 from airflow_comfy.protocol.urls import redact_url, ws_url
 
 Event = WsEvent | BinaryEvent
+
+
+class FrameTooLarge(websocket.WebSocketProtocolException):
+    """A frame (or fragmented message) longer than the connection's limit."""
+
+    def __init__(self, size: int, limit: int) -> None:
+        super().__init__(f"a message of {size} bytes or more (limit {limit})")
+        self.size, self.limit = size, limit
+
+
+class _BoundedFrames(frame_buffer):
+    """websocket-client's frame reader, refusing a frame longer than ``limit`` from its header."""
+
+    def __init__(self, recv_fn: Any, limit: int) -> None:
+        super().__init__(recv_fn, True)
+        self.limit = limit
+
+    def recv_length(self) -> None:
+        super().recv_length()
+        if self.length is not None and self.length > self.limit:
+            raise FrameTooLarge(self.length, self.limit)
+
+
+class _BoundedMessages(continuous_frame):
+    """websocket-client's reassembly of fragmented messages, refusing one that grows past ``limit``."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(False, True)
+        self.limit = limit
+
+    def add(self, frame: Any) -> None:
+        size = len(frame.data) + (len(self.cont_data[1]) if self.cont_data else 0)
+        if size > self.limit:
+            self.cont_data = None
+            raise FrameTooLarge(size, self.limit)
+        super().add(frame)
+
+
 __all__ = ["SKIPPED_PREFIXES", "ComfyUIWebSocket", "Event"]
 
 
@@ -80,6 +124,9 @@ class ComfyUIWebSocket:
                 f"Cannot open the ComfyUI WebSocket {self.shown_url}: {type(exc).__name__}: {str(exc)[:160]}",
                 url=self.shown_url,
             ) from None
+        limit = settings.max_ws_frame_bytes
+        self._ws.frame_buffer = _BoundedFrames(self._ws._recv, limit)
+        self._ws.cont_frame = _BoundedMessages(limit)
         return self
 
     def send_feature_flags(self, **flags: Any) -> None:
@@ -99,6 +146,13 @@ class ComfyUIWebSocket:
                 opcode, data = ws.recv_data()
             except websocket.WebSocketTimeoutException:
                 return None
+            except FrameTooLarge as exc:
+                self.close()
+                raise ComfyUIConnectionError(
+                    f"The ComfyUI WebSocket {self.shown_url} sent {exc}: closed it. Raise the connection's "
+                    "extra.max_ws_frame_bytes if this server really sends such messages",
+                    url=self.shown_url,
+                ) from None
             except (OSError, websocket.WebSocketException) as exc:
                 self.close()
                 raise ComfyUIConnectionError(

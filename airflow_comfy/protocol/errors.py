@@ -33,6 +33,7 @@ from airflow_comfy.exceptions import (
     ComfyUITimeoutError,
     ComfyUIValidationError,
 )
+from airflow_comfy.protocol.outputs import OutputRef
 from airflow_comfy.protocol.states import PromptState, PromptStatus
 
 TRACEBACK_TAIL = 3
@@ -204,6 +205,40 @@ def http_status_error(method: str, url: str, status: int, body_excerpt: str = ""
         message += f" (body: {excerpt[:200]!r})"
     cls = ComfyUIAuthError if status in (401, 403) else ComfyUIHTTPError
     return cls(message, url=url, status_code=status, body_excerpt=excerpt[:500])
+
+
+#: What ComfyUI 0.3.64's ``GET /view`` means by a status: the file is the problem, not the credentials.
+_VIEW_HINTS = {
+    400: "ComfyUI will not serve that name or type (a filename starting with '/' or holding '..', "
+    "or an unknown type)",
+    403: "ComfyUI refused the file because its subfolder points outside the server's folders "
+    "(not a credentials problem: every other request of the task was accepted)",
+    404: "no such file on the server: it was deleted or moved since the prompt ran",
+}
+
+
+def download_error(ref: OutputRef, exc: ComfyUIError) -> ComfyUIError:
+    """``exc`` (a failed ``GET /view``) with a message naming the output it was for.
+
+    Credentials are blamed only for a 401: a 403 on ``/view`` is ComfyUI refusing a path (see
+    ``_VIEW_HINTS``), so it becomes a :class:`ComfyUIHTTPError`, not a :class:`ComfyUIAuthError`.
+    """
+    what = (
+        f"Could not download the output of node {ref.node_id or '?'} (filename {ref.filename!r}, "
+        f"subfolder {ref.subfolder!r}, type {ref.type!r})"
+    )
+    if isinstance(exc, ComfyUIHTTPError) and exc.status_code in _VIEW_HINTS:
+        return ComfyUIHTTPError(
+            f"{what}: GET {exc.url} answered HTTP {exc.status_code}: {_VIEW_HINTS[exc.status_code]}",
+            url=exc.url,
+            status_code=exc.status_code,
+            body_excerpt=exc.body_excerpt,
+        )
+    cls = type(exc)
+    error = cls.__new__(cls)
+    error.__dict__.update(vars(exc))
+    error.args = (f"{what}: {exc}",)
+    return error
 
 
 def connection_error(method: str, url: str, reason: str) -> ComfyUIConnectionError:

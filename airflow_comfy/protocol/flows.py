@@ -13,6 +13,12 @@ Facts about ComfyUI these flows rely on:
   under one lock, and ``POST /prompt`` has queued a prompt before it answers. So reading ``/queue``
   *first* and ``/history/<id>`` only when the prompt is not in it gives the whole truth in at most
   two requests: absent from both means the server does not know the prompt (restart, cleared).
+- A caching proxy may keep answering a stale ``{}`` for ``/history/<id>``, so an absence is
+  confirmed before it is reported: the entry again with a cache-busting query (ComfyUI ignores
+  unknown query parameters) and the newest :data:`CONFIRM_HISTORY_ITEMS` entries of the full
+  ``/history`` listing (:func:`read_statuses`). Only when both agree is a prompt ``NOT_FOUND``;
+  a failed confirmation is that prompt's error (a transient fault to the waiting policy, never
+  "lost").
 - After the WebSocket end marker (``executing`` with ``node: null``) the history entry exists:
   one ``/history/<id>`` read is enough (:func:`read_final_status`).
 - ``POST /api/jobs/<id>/cancel`` exists from ComfyUI 0.4 (probe ``GET /api/jobs``); without it a
@@ -25,6 +31,7 @@ Facts about ComfyUI these flows rely on:
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Generator, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -45,6 +52,8 @@ FRESH = {"Cache-Control": "no-cache"}
 #: How often a POST /prompt that may have arrived is looked for, and the pause between looks.
 SUBMIT_LOOKS = 2
 SUBMIT_LOOK_PAUSE = 2.0
+#: How many of the newest entries of the full /history listing confirm that a prompt is absent.
+CONFIRM_HISTORY_ITEMS = 64
 #: How many times a POST /prompt that may have arrived (and was not found) is sent again.
 MAX_RESENDS = 1
 
@@ -114,11 +123,13 @@ def read_status(prompt_id: str, *, retry: bool = True) -> Flow[PromptStatus]:
 
 
 def read_statuses(
-    prompt_ids: Iterable[str], *, retry: bool = True
+    prompt_ids: Iterable[str], *, retry: bool = True, nonce: str | None = None
 ) -> Flow[dict[str, PromptStatus | ComfyUIError]]:
-    """The status of each prompt: one /queue read for all, then /history/<id> for those not in it.
+    """The status of each prompt: one /queue read for all, then /history/<id> for those not in it,
+    then, for those in neither, the confirmation of their absence (module docstring).
 
-    A failed queue read raises; a failed history read is that prompt's result (the others stand).
+    A failed queue read raises; a failed history read or confirmation is that prompt's result (the
+    others stand). ``nonce`` is the cache-busting value (random when not given).
     """
     wanted = sorted(set(prompt_ids))
     queue: Answer = yield Call("GET", urls.QUEUE, headers=FRESH, retry=retry)
@@ -134,7 +145,44 @@ def read_statuses(
                 found[prompt_id] = status_from_history(prompt_id, answer.body) or PromptStatus(
                     prompt_id, PromptState.NOT_FOUND
                 )
+    absent = [
+        p for p in rest if isinstance(found[p], PromptStatus) and found[p].state is PromptState.NOT_FOUND
+    ]
+    if absent:
+        found.update((yield from confirm_absent(absent, retry=retry, nonce=nonce)))
     return found
+
+
+def confirm_absent(
+    prompt_ids: list[str], *, retry: bool = True, nonce: str | None = None
+) -> Flow[dict[str, PromptStatus | ComfyUIError]]:
+    """Ask again, past any cache, whether these prompts have a history entry (module docstring)."""
+    bust = {"nocache": nonce or uuid.uuid4().hex}
+    listing = Call(
+        "GET", urls.HISTORY, params={"max_items": CONFIRM_HISTORY_ITEMS, **bust}, headers=FRESH, retry=retry
+    )
+    entries = tuple(
+        Call("GET", urls.history_path(p), params=bust, headers=FRESH, retry=retry) for p in prompt_ids
+    )
+    full, *answers = yield Fanout((listing, *entries))
+    result: dict[str, PromptStatus | ComfyUIError] = {}
+    for prompt_id, answer in zip(prompt_ids, answers, strict=True):
+        seen = [a for a in (full, answer) if not isinstance(a, ComfyUIError)]
+        status = next(
+            (s for s in (status_from_history(prompt_id, a.body) for a in seen) if s is not None), None
+        )
+        if status is not None:
+            result[prompt_id] = status
+        elif len(seen) < 2:  # one of the two could not be read: not confirmed, a transient fault
+            failed = next(a for a in (full, answer) if isinstance(a, ComfyUIError))
+            result[prompt_id] = (
+                failed
+                if errors.is_retryable(failed)
+                else ComfyUIResponseError(f"Could not confirm that prompt {prompt_id} is gone: {failed}")
+            )
+        else:
+            result[prompt_id] = PromptStatus(prompt_id, PromptState.NOT_FOUND)
+    return result
 
 
 def read_final_status(prompt_id: str) -> Flow[PromptStatus]:

@@ -15,12 +15,20 @@ Rules, applied to every input in this order:
    once failures alone have been seen for longer than ``unreachable_grace`` the wait ends
    ``UNREACHABLE``. Any answer stops that clock. Any other error (401, 403, 404...) ends the
    wait ``FAILED`` at once.
-4. **Lost.** ``NOT_FOUND`` (in neither queue nor history) starts the *lost* clock at the moment of
+4. **Lost.** ``NOT_FOUND`` (in neither queue nor history, an absence the read confirmed past any
+   cache: :func:`airflow_comfy.protocol.flows.read_statuses`; an unconfirmed one arrives as an
+   error, rule 3) starts the *lost* clock at the moment of
    that answer (not when the read began, which may have spent long retrying); when every answer
    for ``lost_grace`` seconds said ``NOT_FOUND`` the wait ends ``LOST``. A pending or running
    status stops that clock. A prompt whose end was seen on the WebSocket is never called lost.
 5. **Progress.** A ``CONTINUE`` decision carries a line to log when the state or the queue
    position changed, or ``log_interval`` passed since the last line; otherwise ``log`` is empty.
+
+Before the wait, :class:`StartOutage` is the rule of the start (locating and submitting): nothing
+is at risk before ``POST /prompt``, so a transient failure there — or a POST that surely never
+arrived (``never_sent``) — is tried again until failures alone have lasted ``unreachable_grace``;
+a POST that may have arrived is never tried again here (that is
+:func:`airflow_comfy.protocol.flows.submit_prompt`'s rule), nor is any other error.
 
 :class:`WaitOutcome` is how an ended wait travels: the blocking waiter raises or returns it
 (:meth:`WaitOutcome.result`), the trigger sends it as its event payload
@@ -29,6 +37,7 @@ Rules, applied to every input in this order:
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -285,6 +294,47 @@ class PromptWait:
             return ""
         self._last_line, self._last_log_at = line, now
         return line
+
+
+@dataclass
+class StartOutage:
+    """The outage rule of the start of a run (module docstring): go on, or end with the error.
+
+    ``failed`` is fed each failed attempt with the time on the caller's monotonic clock (``now``)
+    and on the wall clock (``wall``, for the "still trying until" line) and whether ``POST /prompt``
+    was already sent in that attempt.
+    """
+
+    server: str
+    grace: float
+    since: float | None = None
+
+    def pause(self, now: float, longest: float) -> float:
+        """How long to wait before the next attempt: ``longest``, or less when the grace ends sooner."""
+        since = now if self.since is None else self.since
+        return max(0.0, min(longest, since + self.grace - now))
+
+    def failed(self, now: float, wall: float, exc: BaseException, *, posted: bool) -> Decision:
+        if (posted and not getattr(exc, "never_sent", False)) or not errors.is_retryable(exc):
+            return Decision(Verdict.FAILED, WaitOutcome(Verdict.FAILED, "", self.server, message=str(exc)))
+        if self.since is None:
+            self.since = now
+        waited = now - self.since
+        if waited >= self.grace:
+            message = (
+                f"ComfyUI {self.server} stayed unreachable for {waited:.0f} s, the unreachable grace of "
+                f"{self.grace:g} s, before anything was submitted: {exc}"
+            )
+            outcome = WaitOutcome(
+                Verdict.UNREACHABLE, "", self.server, message=message, cause=exc.with_traceback(None)
+            )
+            return Decision(Verdict.UNREACHABLE, outcome)
+        until = time.strftime("%H:%M:%S UTC", time.gmtime(wall + self.grace - waited))
+        return Decision(
+            Verdict.CONTINUE,
+            warning=f"ComfyUI unreachable for {waited:.0f} s, still trying until {until} "
+            f"(unreachable_grace {self.grace:g} s): {exc}",
+        )
 
 
 def describe_status(status: PromptStatus) -> str:

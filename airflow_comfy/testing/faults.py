@@ -34,6 +34,7 @@ class Faults:
         self.silenced = False
         self.refusing = False
         self.websocket_refusal: int | None = None
+        self.stale_history = False
         self._on_refuse: Callable[[bool], None] | None = None
         self._on_drop: Callable[[], None] | None = None
         self._on_raw: Callable[[str | bytes], None] | None = None
@@ -94,6 +95,11 @@ class Faults:
         """Keep sockets open but send nothing (messages meanwhile are lost, not queued)."""
         self.silenced = silent
 
+    def serve_stale_history(self, stale: bool = True) -> None:
+        """Answer ``{}`` to ``GET /history/<id>`` without a query string, as a caching proxy that
+        holds an old answer for that URL would (a cache-busted read or the listing still see the truth)."""
+        self.stale_history = stale
+
     def delay_responses(self, seconds: float) -> None:
         """Wait ``seconds`` before handling each HTTP request (0 turns it off)."""
         self.delay_seconds = max(0.0, float(seconds))
@@ -102,3 +108,4 @@ class Faults:
         with self._lock:
             self._rules = []
         self.delay_seconds, self.silenced, self.websocket_refusal = 0.0, False, None
+        self.stale_history = False

@@ -121,6 +121,8 @@ def make_app(state: StandInState) -> web.Application:
                 return web.Response(status=500, text=INTERNAL_ERROR_TEXT)
             headers = {"Retry-After": "1"} if status == 429 else None
             return web.Response(status=status, headers=headers)
+        if faults.stale_history and request.path.startswith(urls.HISTORY + "/") and not request.query_string:
+            return web.json_response({})
         if _origin_mismatch(request):
             return web.Response(status=403)
         try:

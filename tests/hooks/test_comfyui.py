@@ -398,7 +398,20 @@ def test_view_missing_and_forbidden(hook, standin, tmp_path):
     with pytest.raises(ComfyUIHTTPError) as info:
         hook.download(OutputRef("1", "images", "x.png", subfolder="../../etc"), tmp_path / "dl")
     assert info.value.status_code == 403
+    assert not isinstance(info.value, ComfyUIAuthError)  # the path is refused, not the credentials
+    message = str(info.value)
+    assert "output of node 1 (filename 'x.png', subfolder '../../etc', type 'output')" in message
+    assert "outside the server's folders" in message and "check the credentials" not in message
+    with pytest.raises(ComfyUIHTTPError, match=r"node 7 \(filename 'gone.png'.*no such file on the server"):
+        hook.download(OutputRef("7", "images", "gone.png"), tmp_path / "dl")
     assert not [p for p in tmp_path.rglob("*") if p.is_file()]
+
+
+def test_a_401_on_view_still_blames_the_credentials_and_names_the_file(tmp_path):
+    with fake_http(401, b"", "text/plain") as (url, _seen), pytest.raises(ComfyUIAuthError) as info:
+        fast_hook(url).download(OutputRef("9", "images", "a.png", subfolder="s"), tmp_path)
+    assert "output of node 9 (filename 'a.png', subfolder 's', type 'output')" in str(info.value)
+    assert "check login/password/token" in str(info.value)
 
 
 @pytest.mark.parametrize(

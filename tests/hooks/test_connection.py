@@ -229,3 +229,40 @@ def test_null_extras_from_the_ui_form_mean_not_set():
     default = settings_from_connection(from_json(host="127.0.0.1"))
     assert saved == default
     assert saved.servers == ("http://127.0.0.1:8188",) and dict(saved.auth_headers) == {}
+
+
+def test_credentials_in_the_host_url_become_basic_auth_and_leave_the_url():
+    s = settings_from_connection(from_json(host="http://alice:p%40ss@gpu-1:8000/comfy"))
+    assert s.base_url == "http://gpu-1:8000/comfy"
+    assert s.auth_headers["Authorization"] == "Basic " + base64.b64encode(b"alice:p@ss").decode()
+    assert "p@ss" in s.auth_headers.secret_values()
+    assert "p@ss" not in repr(s) and "alice" not in repr(s)
+    same = settings_from_connection(from_json(host="alice:p%40ss@gpu-1", login="alice", password="p@ss"))
+    assert same.auth_headers["Authorization"] == s.auth_headers["Authorization"]
+    pool = settings_from_connection(
+        from_json(host="http://alice:pw@gpu-1", extra={"hosts": ["http://alice:pw@gpu-2", "gpu-3"]})
+    )
+    assert pool.servers == ("http://gpu-1:8188", "http://gpu-2:8188", "http://gpu-3:8188")
+
+
+@pytest.mark.parametrize(
+    ("fields", "match"),
+    [
+        ({"host": "http://alice@gpu-1"}, "user name without a password.*login and password fields"),
+        ({"host": "http://alice:pw@gpu-1", "login": "bob", "password": "x"}, "differ from the login"),
+        ({"host": "http://a:1@g1", "extra": {"hosts": ["http://b:2@g2"]}}, "different credentials"),
+    ],
+)
+def test_credentials_in_the_host_url_that_cannot_be_used_are_refused(fields, match):
+    with pytest.raises(ValueError, match=match) as info:
+        settings_from_connection(from_json(**fields))
+    assert "pw" not in str(info.value) and ":1@" not in str(info.value)
+
+
+def test_size_limits_from_extras():
+    s = settings_from_connection(from_json(host="h"))
+    assert s.max_ws_frame_bytes == 128 << 20 and s.max_download_bytes == 16 << 30
+    s = settings_from_connection(from_uri("comfyui://h/?max_ws_frame_bytes=1000&max_download_bytes=2000"))
+    assert (s.max_ws_frame_bytes, s.max_download_bytes) == (1000, 2000)
+    with pytest.raises(ValueError, match=r"extra\.max_download_bytes must be a positive number of bytes"):
+        settings_from_connection(from_json(host="h", extra={"max_download_bytes": 0}))

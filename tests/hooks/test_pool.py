@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import random
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -59,15 +60,52 @@ def test_hosts_extra_json_list_and_uri_text():
         settings.for_server("http://elsewhere:8188")
 
 
-def test_pick_least_loaded_and_round_robin_on_ties():
+@pytest.fixture(autouse=True)
+def fresh_memories(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each test starts with no server known dead, nothing in flight and a seeded choice."""
+    monkeypatch.setattr(pool, "_DEAD", {})
+    monkeypatch.setattr(pool, "_IN_FLIGHT", {})
+    monkeypatch.setattr(pool, "_RANDOM", random.Random(7))
+
+
+def test_pick_is_weighted_towards_the_least_loaded_and_never_unusable():
     states = [
-        pool.ServerState("a", 2),
+        pool.ServerState("a", 1),
         pool.ServerState("b", 0),
-        pool.ServerState("c", 0),
         pool.ServerState("d", None, problem="unreachable"),
     ]
-    assert [pool.pick_least_loaded(states, turn).url for turn in range(4)] == ["b", "c", "b", "c"]
-    assert pool.pick_least_loaded([pool.ServerState("d", None, problem="x")], 0) is None
+    rng = random.Random(1)
+    picks = Counter(pool.pick(states, {}, rng).url for _ in range(2000))
+    assert set(picks) == {"a", "b"}
+    assert 0.15 < picks["a"] / 2000 < 0.35  # weights 1/4 and 1: about 20 %, never all on one server
+    # This process's own submissions in flight count as load.
+    flipped = Counter(pool.pick(states, {"b": 3}, rng).url for _ in range(2000))
+    assert flipped["a"] > flipped["b"]
+    assert pool.pick([pool.ServerState("d", None, problem="x")], {}, rng) is None
+
+
+def test_own_submissions_count_until_a_later_survey_can_see_them():
+    pool.reserve("a", now=10.0)
+    pool.reserve("a", now=11.0)
+    assert pool.in_flight("a", survey_started=12.0) == 2  # neither answered yet
+    pool.landed("a", now=13.0)
+    assert pool.in_flight("a", survey_started=12.0) == 2  # answered after that survey began
+    assert pool.in_flight("a", survey_started=14.0) == 1  # a survey from 14 s sees the first one
+    assert pool.in_flight("a", survey_started=11.0 + pool.IN_FLIGHT_TTL) == 0  # expired
+
+
+def test_workers_starting_together_do_not_all_pick_one_server(three):
+    """Herding: every choice reads the same (stale) loads; they still spread."""
+    busy = three[0]
+    ComfyUIHook(settings=fast_settings(busy.url)).submit_prompt(slow_save(3.0))
+    busy_states = pool.survey(pool_hook(three).settings)
+    assert [s.queue_remaining for s in busy_states] == [1, 0, 0]
+    chosen = Counter(pool.pick(busy_states, {}, pool._RANDOM).url for _ in range(8))
+    assert max(chosen.values()) < 8 and len(chosen) >= 2  # a strict least-loaded choice sends all 8 to one
+    # In one process, choices not yet submitted count: nine choices spread three by three or so.
+    spread = Counter(pool_hook(three[1:]).choose().base_url for _ in range(8))
+    assert set(spread) == {three[1].url, three[2].url} and max(spread.values()) <= 5
+    busy.wait_idle(10)
 
 
 def test_submits_to_the_least_loaded_server_and_the_hook_never_changes(three):
@@ -90,7 +128,29 @@ def test_submits_to_the_least_loaded_server_and_the_hook_never_changes(three):
 
 def test_ties_spread_over_idle_servers(three):
     chosen = Counter(pool_hook(three).choose().base_url for _ in range(9))
-    assert set(chosen) == {s.url for s in three} and max(chosen.values()) == 3
+    assert set(chosen) == {s.url for s in three} and max(chosen.values()) <= 5
+
+
+def test_a_server_that_refuses_is_skipped_for_a_while_with_one_line(three, caplog, capsys, monkeypatch):
+    down = three[0]
+    down.faults.refuse_connections(True)
+    caplog.set_level(logging.INFO)
+    pool_hook(three).choose()
+    assert down.url in pool._DEAD
+    caplog.clear()
+    capsys.readouterr()
+    missing, _ = pool_hook(three).locate("00000000-0000-4000-8000-000000000000")
+    assert missing is None
+    shown = [r.getMessage() for r in caplog.records] + capsys.readouterr().out.splitlines()
+    lines = [line for line in shown if down.url in line]
+    assert len(lines) == 1 and "refused a connection" in lines[0] and "not asked again" in lines[0], lines
+    states = pool.survey(pool_hook(three).settings)
+    assert "not asked again" in (states[0].problem or "")
+    # It expires: then the server is asked again, and once it answers it is alive.
+    down.faults.refuse_connections(False)
+    monkeypatch.setattr(pool, "DEAD_FOR", 0.0)
+    assert pool.survey(pool_hook(three).settings)[0].eligible
+    assert down.url not in pool._DEAD
 
 
 def test_an_unreachable_server_is_skipped_with_the_reason_logged(three, caplog, capsys):

@@ -35,6 +35,27 @@ from operators.support import (
 FAST = {"check_interval": 0.1, "lost_grace": 0.5, "timeout": 30}
 
 
+class HeaviestFirst:
+    """A stand-in for the pool's random choice: the most weighted server, ties in turn."""
+
+    def __init__(self) -> None:
+        self.turn = 0
+
+    def choices(self, population: list[Any], weights: list[float]) -> list[Any]:
+        best = [item for item, weight in zip(population, weights, strict=True) if weight == max(weights)]
+        self.turn += 1
+        return [best[self.turn % len(best)]]
+
+
+@pytest.fixture(autouse=True)
+def deterministic_choice(monkeypatch: pytest.MonkeyPatch) -> None:
+    """These tests are about where work and outputs go, not about the random spread (that is
+    tests/hooks/test_pool.py): the least loaded server is chosen, ties in turn."""
+    from airflow_comfy.hooks import pool
+
+    monkeypatch.setattr(pool, "_RANDOM", HeaviestFirst())
+
+
 @pytest.fixture
 def servers(tmp_path: Path) -> Iterator[list[StandInServer]]:
     with ExitStack() as stack:
@@ -170,7 +191,7 @@ def test_a_retry_never_submits_elsewhere_while_a_server_cannot_be_asked(servers,
     home = where(servers, prompt_id)
     home.faults.refuse_connections(True)
     with pytest.raises(ComfyUIConnectionError, match="Not submitting it elsewhere"):
-        op(pool_conn, delay_workflow(5.0)).execute(make_context(FakeTI(try_number=2)))
+        op(pool_conn, delay_workflow(5.0), unreachable_grace=0.5).execute(make_context(FakeTI(try_number=2)))
     assert sum(len(s.submissions) for s in servers) == 1
     # A first try is not held back by a server that is down: it goes elsewhere.
     other = FakeTI("other_task")

@@ -14,6 +14,7 @@ from airflow_comfy.exceptions import (
     ComfyUIConnectionError,
     ComfyUIError,
     ComfyUIHTTPError,
+    ComfyUIResponseError,
     ComfyUITimeoutError,
     ComfyUIValidationError,
 )
@@ -79,6 +80,8 @@ def server(queue: Any, history: Any, **routes: Any) -> Script:
             return queue
         if call.path.startswith("/history/"):
             return history
+        if call.path == "/history" and call.method == "GET":
+            return history  # the listing: the same entries
         if call.method == "POST":
             return Answer(200, None)
         raise AssertionError(f"unexpected request {key}")
@@ -92,7 +95,6 @@ def server(queue: Any, history: Any, **routes: Any) -> Script:
         (QUEUED, {}, PromptState.PENDING, ["GET /queue"]),
         (RUNNING, {}, PromptState.RUNNING, ["GET /queue"]),
         (EMPTY_QUEUE, DONE, PromptState.SUCCESS, ["GET /queue", f"GET /history/{P}"]),
-        (EMPTY_QUEUE, {}, PromptState.NOT_FOUND, ["GET /queue", f"GET /history/{P}"]),
     ],
 )
 def test_a_status_read_is_queue_first_and_at_most_two_requests(
@@ -111,7 +113,8 @@ def test_the_final_read_after_the_end_marker_is_one_request() -> None:
 def test_a_batched_read_asks_the_queue_once() -> None:
     others = ["a", "b"]
     status, steps = drive(flows.read_statuses([P, *others]), server(QUEUED, {}))
-    assert requests(steps) == ["GET /queue", "GET /history/a", "GET /history/b"]
+    assert requests(steps)[:3] == ["GET /queue", "GET /history/a", "GET /history/b"]
+    assert requests(steps)[3:] == ["GET /history", "GET /history/a", "GET /history/b"]  # one listing
     assert status[P].state is PromptState.PENDING and status["a"].state is PromptState.NOT_FOUND
 
 
@@ -123,6 +126,68 @@ def test_a_failed_history_read_is_that_prompts_result_only() -> None:
 
     found, _ = drive(flows.read_statuses(["a", "b"]), script)
     assert isinstance(found["a"], ComfyUIConnectionError) and found["b"].state is PromptState.NOT_FOUND
+
+
+def stale(history_one: Any, busted: Any, listing: Any) -> Script:
+    """/history/<id> answers ``history_one`` (a stale cache), ``busted`` with the cache-busting query."""
+
+    def answer(call: Call) -> Any:
+        if call.path == "/queue":
+            return EMPTY_QUEUE
+        if call.path == "/history":
+            assert call.params and call.params["max_items"] == flows.CONFIRM_HISTORY_ITEMS
+            assert call.params["nocache"] and call.headers["Cache-Control"] == "no-cache"
+            return listing
+        if call.path == f"/history/{P}":
+            return busted if call.params and call.params.get("nocache") else history_one
+        raise AssertionError(call)
+
+    return answer
+
+
+DOWN = ComfyUIConnectionError("reset")
+NO_LISTING = ComfyUIHTTPError("404", url="http://h/history", status_code=404)
+
+
+# (name, stale /history/<id>, cache-busted /history/<id>, listing, state or error class)
+CONFIRM_TABLE: list[tuple[str, Any, Any, Any, Any]] = [
+    ("a stale {} the busted read contradicts", {}, DONE, {}, PromptState.SUCCESS),
+    ("a stale {} the listing contradicts", {}, {}, DONE, PromptState.SUCCESS),
+    ("both agree: absent", {}, {}, {}, PromptState.NOT_FOUND),
+    ("the listing failed: not confirmed", {}, {}, DOWN, ComfyUIConnectionError),
+    ("the busted read failed: not confirmed", {}, DOWN, {}, ComfyUIConnectionError),
+    ("a failure does not hide a found entry", {}, DOWN, DONE, PromptState.SUCCESS),
+    ("a listing refused (404) is unconfirmed, not fatal", {}, {}, NO_LISTING, ComfyUIResponseError),
+]
+
+
+@pytest.mark.parametrize(
+    ("name", "one", "busted", "listing", "want"), CONFIRM_TABLE, ids=[r[0] for r in CONFIRM_TABLE]
+)
+def test_an_absence_is_confirmed_past_any_cache(
+    name: str, one: Any, busted: Any, listing: Any, want: Any
+) -> None:
+    found, steps = drive(flows.read_statuses([P], nonce="n1"), stale(one, busted, listing))
+    result = found[P]
+    if isinstance(want, PromptState):
+        assert result.state is want, name
+    else:
+        assert isinstance(result, want), name
+    assert requests(steps) == ["GET /queue", f"GET /history/{P}", "GET /history", f"GET /history/{P}"]
+
+
+def test_a_stale_history_does_not_make_a_submission_resend() -> None:
+    """The duplicate check of a POST that may have arrived confirms the absence too."""
+    posts = []
+
+    def script(call: Call) -> Any:
+        if call.method == "POST":
+            posts.append(call)
+            return ComfyUITimeoutError("read timeout") if len(posts) == 1 else Answer(200, {"prompt_id": P})
+        return stale({}, {}, DONE)(call)
+
+    result, _ = drive(flows.submit_prompt({"prompt_id": P, "prompt": {}}), script)
+    assert result["already_submitted"] and len(posts) == 1
 
 
 @pytest.mark.parametrize(

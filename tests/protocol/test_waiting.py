@@ -17,7 +17,14 @@ from airflow_comfy.exceptions import (
 )
 from airflow_comfy.protocol.outputs import OutputRef
 from airflow_comfy.protocol.states import PromptState, PromptStatus
-from airflow_comfy.protocol.waiting import PromptWait, Verdict, WaitOutcome, WaitRules, describe_status
+from airflow_comfy.protocol.waiting import (
+    PromptWait,
+    StartOutage,
+    Verdict,
+    WaitOutcome,
+    WaitRules,
+    describe_status,
+)
 
 P = "11111111-2222-4333-8444-555555555555"
 RULES = WaitRules(timeout=100.0, lost_grace=30.0, unreachable_grace=60.0, log_interval=10.0)
@@ -185,3 +192,57 @@ def test_an_event_of_the_previous_version_still_reads() -> None:
         "failure": None,
     }
     assert WaitOutcome.from_payload(old).result().outputs == SUCCESS.outputs
+
+
+# --- the start of a run: StartOutage -------------------------------------------------------------
+
+REFUSED_POST = ComfyUIConnectionError("Cannot reach ComfyUI for POST http://h/prompt: connection refused")
+REFUSED_POST.never_sent = True
+RESET_POST = ComfyUIConnectionError("Cannot reach ComfyUI for POST http://h/prompt: connection reset")
+RESET_POST.never_sent = False
+
+# (name, [(time, error, posted)], verdict of the last input)
+START_TABLE: list[tuple[str, list[tuple[float, BaseException, bool]], Verdict]] = [
+    ("down before the POST: go on", [(0.0, DOWN, False)], Verdict.CONTINUE),
+    ("down within the grace", [(0.0, DOWN, False), (59.0, DOWN, False)], Verdict.CONTINUE),
+    ("down for the whole grace", [(0.0, DOWN, False), (60.0, DOWN, False)], Verdict.UNREACHABLE),
+    ("a POST that never left: go on", [(0.0, REFUSED_POST, True)], Verdict.CONTINUE),
+    ("a POST that may have arrived: fail now", [(0.0, RESET_POST, True)], Verdict.FAILED),
+    (
+        "a 500 after the POST: fail now",
+        [(0.0, ComfyUIHTTPError("500", url="http://h/prompt", status_code=500), True)],
+        Verdict.FAILED,
+    ),
+    ("a 401: fail now", [(0.0, DENIED, False)], Verdict.FAILED),
+    ("the clock counts from the first failure", [(10.0, DOWN, False), (69.0, DOWN, False)], Verdict.CONTINUE),
+]
+
+
+@pytest.mark.parametrize(("name", "inputs", "verdict"), START_TABLE, ids=[row[0] for row in START_TABLE])
+def test_start_outage_table(
+    name: str, inputs: list[tuple[float, BaseException, bool]], verdict: Verdict
+) -> None:
+    outage = StartOutage("http://h", 60.0)
+    decisions = [outage.failed(now, 1_700_000_000.0 + now, exc, posted=posted) for now, exc, posted in inputs]
+    assert decisions[-1].verdict is verdict, name
+
+
+def test_start_outage_says_how_long_and_until_when() -> None:
+    outage = StartOutage("http://h", 60.0)
+    outage.failed(0.0, 0.0, DOWN, posted=False)
+    line = outage.failed(20.0, 20.0, DOWN, posted=False).warning
+    assert line.startswith("ComfyUI unreachable for 20 s, still trying until 00:01:00 UTC"), line
+    ended = outage.failed(61.0, 61.0, DOWN, posted=False).outcome
+    assert ended is not None
+    error = ended.error()
+    assert isinstance(error, ComfyUIConnectionError)
+    assert "stayed unreachable for 61 s, the unreachable grace of 60 s, before anything was submitted" in str(
+        error
+    )
+
+
+def test_start_outage_pauses_no_longer_than_the_grace_left() -> None:
+    outage = StartOutage("http://h", 60.0)
+    assert outage.pause(0.0, 10.0) == 10.0
+    outage.failed(0.0, 0.0, DOWN, posted=False)
+    assert outage.pause(55.0, 10.0) == 5.0 and outage.pause(70.0, 10.0) == 0.0

@@ -1,6 +1,6 @@
 """A small hostile (or broken) ComfyUI look-alike for the resilience suite.
 
-It answers ComfyUI's routes the operator uses (POST /prompt, GET /history/<id>, GET /queue,
+It answers ComfyUI's routes the operator uses (POST /prompt, GET /history[/<id>], GET /queue,
 GET /view, GET /object_info, /ws), with one or more routes replaced by a test: hostile output file
 names, bodies that are not JSON, huge or compressed-to-huge JSON, wrong content types, error pages
 that echo the request's headers back. Runs on its own event loop thread, bound to 127.0.0.1 and an
@@ -87,6 +87,7 @@ class HostileServer:
         self.routes: dict[str, Handler] = {
             "post_prompt": self._post_prompt,
             "history": self._history,
+            "history_all": self._history_all,
             "queue": self._queue,
             "view": self._view,
             "object_info": self._object_info,
@@ -117,6 +118,12 @@ class HostileServer:
         if prompt_id not in self.submitted:
             return web.json_response({})
         return web.json_response(history_entry(prompt_id, self.outputs))
+
+    async def _history_all(self, _request: web.Request) -> web.StreamResponse:
+        entries: dict[str, Any] = {}
+        for prompt_id in self.submitted:
+            entries.update(history_entry(prompt_id, self.outputs))
+        return web.json_response(entries)
 
     async def _queue(self, _request: web.Request) -> web.StreamResponse:
         return web.json_response({"queue_running": [], "queue_pending": []})
@@ -152,6 +159,7 @@ class HostileServer:
         for prefix in ("", "/api"):
             app.router.add_post(prefix + "/prompt", route("post_prompt"))
             app.router.add_get(prefix + "/history/{prompt_id}", route("history"))
+            app.router.add_get(prefix + "/history", route("history_all"))
             app.router.add_get(prefix + "/queue", route("queue"))
             app.router.add_get(prefix + "/view", route("view"))
             app.router.add_get(prefix + "/object_info", route("object_info"))

@@ -9,6 +9,8 @@ the server did receive, show up nowhere (autouse ``guard``). Runs once per kind 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 import os
 import tracemalloc
 from collections.abc import Callable, Iterator
@@ -19,10 +21,27 @@ import pytest
 from aiohttp import web
 from operators.support import image_workflow
 
-from airflow_comfy.exceptions import ComfyUIAuthError, ComfyUIResponseError, ComfyUITimeoutError
+from airflow_comfy.exceptions import (
+    ComfyUIAuthError,
+    ComfyUIConnectionError,
+    ComfyUIResponseError,
+    ComfyUITimeoutError,
+)
+from airflow_comfy.hooks.comfyui import ComfyUIHook
 from airflow_comfy.hooks.transport import MAX_JSON_BYTES
 from resilience.hostile import HostileServer, echo_headers, gzip_bomb, history_entry, stream_json
-from resilience.support import SECRETS, Guard, connection_env, find_secrets, make_op, run_op
+from resilience.support import (
+    BASIC_CREDENTIAL,
+    FAST_EXTRA,
+    LOGIN,
+    PASSWORD,
+    SECRETS,
+    Guard,
+    connection_env,
+    find_secrets,
+    make_op,
+    run_op,
+)
 
 HUGE = 300 * 1024 * 1024
 MEMORY_BOUND = 100 * 1024 * 1024
@@ -277,3 +296,105 @@ def test_slow_submission_is_never_sent_twice(
     guard.seen(error)
     assert isinstance(error, ComfyUITimeoutError), error
     assert len(hostile.submitted) <= 1, hostile.submitted
+
+
+# --- credentials written into the host URL --------------------------------------------------------
+
+
+def test_credentials_in_the_host_url_are_sent_as_basic_auth_and_shown_nowhere(
+    hostile: HostileServer, guard: Guard, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    conn = {"conn_type": "comfyui", "host": f"http://{LOGIN}:{PASSWORD}@127.0.0.1:{hostile.port}"}
+    monkeypatch.setenv("AIRFLOW_CONN_COMFY_URL_CREDS", json.dumps({**conn, "extra": FAST_EXTRA}))
+    hostile.outputs = {"9": {"images": [{"filename": "a.png", "subfolder": "", "type": "output"}]}}
+    ti = guard.ti()
+
+    paths, _took = run_op(op_for("comfy_url_creds", output_dir=tmp_path), ti)
+
+    assert [Path(p).name for p in paths] == ["a.png"], paths
+    assert hostile.requests and all(
+        headers.get("Authorization") == f"Basic {BASIC_CREDENTIAL}" for _m, _p, headers in hostile.requests
+    )
+    assert ti.xcoms["comfyui_url"] == hostile.url  # no user info in the XCom
+    hostile.routes["post_prompt"] = _forbidden
+    error, _took = run_op(op_for("comfy_url_creds", task_id="again"), guard.ti("again"))
+    guard.seen(error)
+    assert isinstance(error, ComfyUIAuthError) and hostile.url in str(error), error
+
+
+async def _forbidden(_request: web.Request) -> web.StreamResponse:
+    return web.Response(status=401, text="nope")
+
+
+# --- size limits: one huge WebSocket frame, one huge download ---------------------------------------
+
+LIMIT = 1 << 20
+
+
+@pytest.fixture
+def limited_conn(hostile: HostileServer, auth: str, monkeypatch: pytest.MonkeyPatch) -> str:
+    extra = {"max_ws_frame_bytes": LIMIT, "max_download_bytes": LIMIT}
+    return connection_env(monkeypatch, hostile.url, auth, **extra)[0]
+
+
+def test_a_huge_websocket_frame_is_refused_and_the_wait_goes_on_by_polling(
+    hostile: HostileServer, limited_conn: str, guard: Guard
+) -> None:
+    async def huge_frame(request: web.Request) -> web.StreamResponse:
+        socket = web.WebSocketResponse()
+        await socket.prepare(request)
+        with contextlib.suppress(Exception):  # the client hangs up on it: that is the point
+            await socket.send_bytes(b"\x00\x00\x00\x01" + b"x" * (4 * LIMIT))
+            async for _message in socket:
+                pass
+        return socket
+
+    hostile.routes["ws"] = huge_frame
+    hostile.outputs = {"9": {"images": [{"filename": "a.png", "subfolder": "", "type": "output"}]}}
+    ti = guard.ti()
+
+    paths, _took = run_op(make_op(limited_conn, WORKFLOW, validate=False, wait_mode="websocket"), ti)
+
+    assert paths == ["output/a.png"], paths
+    assert f"sent a message of {4 * LIMIT + 4} bytes or more (limit {LIMIT}): closed it" in guard.logs()
+
+
+def test_a_huge_download_is_refused_naming_the_limit_and_leaves_nothing(
+    hostile: HostileServer, limited_conn: str, guard: Guard, tmp_path: Path
+) -> None:
+    hostile.outputs = {"9": {"images": [{"filename": "big.png", "subfolder": "s", "type": "output"}]}}
+    hostile.view_body = b"x" * (2 * LIMIT)
+    ti = guard.ti()
+
+    error, _took = run_op(op_for(limited_conn, output_dir=tmp_path / "out"), ti)
+
+    guard.seen(error)
+    assert isinstance(error, ComfyUIResponseError), error
+    message = str(error)
+    assert "output of node 9 (filename 'big.png', subfolder 's', type 'output')" in message
+    assert (
+        f"announced {2 * LIMIT} bytes, more than the connection's extra.max_download_bytes ({LIMIT})"
+        in message
+    )
+    assert not [p for p in tmp_path.rglob("*") if p.is_file()]
+
+
+def test_a_frame_header_announcing_a_terabyte_is_refused_before_any_payload(
+    hostile: HostileServer, limited_conn: str
+) -> None:
+    async def announce(request: web.Request) -> web.StreamResponse:
+        socket = web.WebSocketResponse()
+        await socket.prepare(request)
+        assert request.transport is not None
+        request.transport.write(b"\x82\x7f" + (1 << 40).to_bytes(8, "big"))  # binary, 1 TiB, no payload
+        with contextlib.suppress(Exception):
+            async for _message in socket:
+                pass
+        return socket
+
+    hostile.routes["ws"] = announce
+    hook = ComfyUIHook(limited_conn)
+    with hook.websocket("c1") as socket, pytest.raises(ComfyUIConnectionError) as info:
+        socket.recv(5.0)  # without the limit: blocks reading the payload until the timeout, then None
+    assert f"sent a message of {1 << 40} bytes or more (limit {LIMIT}): closed it" in str(info.value)
+    assert not socket.connected

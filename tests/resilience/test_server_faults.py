@@ -47,7 +47,7 @@ def test_server_down_at_submit_retries_then_fails_clearly(
 ) -> None:
     standin.faults.refuse_connections(True)
     ti = guard.ti()
-    op = make_op(conn, image_workflow("r/down"), validate=False, reattach=False)
+    op = make_op(conn, image_workflow("r/down"), validate=False, reattach=False, unreachable_grace=0.01)
 
     error, took = run_op(op, ti)
 
@@ -57,7 +57,8 @@ def test_server_down_at_submit_retries_then_fails_clearly(
     assert f"POST {standin.url}/prompt" in message
     assert "connection refused: is ComfyUI running, and are host and port right?" in message
     assert error.url == f"{standin.url}/prompt"
-    assert len(retry_warnings(guard, "POST")) == FAST_EXTRA["max_retries"]
+    assert "stayed unreachable for" in message and "before anything was submitted" in message
+    assert len(retry_warnings(guard, "POST")) >= FAST_EXTRA["max_retries"]
     assert logged(guard, "will wait by polling")  # no /ws either
     assert took < 5
     assert "prompt_id" not in ti.xcoms  # nothing pushed: nothing was submitted
@@ -85,6 +86,41 @@ def test_server_back_during_the_retries_submits_once(
     assert paths == ["output/r/back_00001_.png"], paths
     assert standin.submissions == [ti.xcoms["prompt_id"]]
     assert took < 8
+
+
+def test_an_outage_at_the_start_is_ridden_out_within_the_grace(
+    standin: StandInServer, conn: str, guard: Guard, in_thread: Any
+) -> None:
+    # Longer than the transport's own retries (3, 0.05 -> 0.2 s): only the start's grace saves the task.
+    standin.faults.refuse_connections(True)
+    ti = guard.ti()
+    op = make_op(conn, image_workflow("r/outage"), validate=False, reattach=False, unreachable_grace=60)
+    future = in_thread(run_op, op, ti)
+    try:
+        wait_until(lambda: logged(guard, "still trying until"), 15, "the outage to be ridden out")
+        wait_until(lambda: logged(guard, "ComfyUI unreachable for 1 s"), 15, "a second outage line")
+    finally:
+        standin.faults.refuse_connections(False)
+
+    paths, _took = future.result(timeout=30)
+
+    assert paths == ["output/r/outage_00001_.png"], paths
+    assert standin.submissions == [ti.xcoms["prompt_id"]]  # once, although many POSTs were refused
+
+
+def test_an_outage_at_the_start_ends_after_the_grace(standin: StandInServer, conn: str, guard: Guard) -> None:
+    standin.faults.refuse_connections(True)
+    ti = guard.ti()
+    op = make_op(conn, image_workflow("r/gone"), validate=False, reattach=False, unreachable_grace=1.0)
+
+    error, _took = run_op(op, ti)
+
+    standin.faults.refuse_connections(False)
+    assert isinstance(error, ComfyUIConnectionError), error
+    guard.seen(error)
+    assert "unreachable grace of 1 s, before anything was submitted" in str(error)
+    assert logged(guard, "still trying until")
+    assert standin.submissions == []
 
 
 # --- flaky and slow ---------------------------------------------------------------------------------
@@ -215,3 +251,27 @@ def test_server_restart_loses_the_prompt(
         assert "run the task again" in message
         assert standin.submissions == [*before, prompt_id]
     assert took < 8
+
+
+# --- a caching proxy keeps answering a stale {} --------------------------------------------------------
+
+
+@pytest.mark.parametrize("wait_mode", ["polling", "websocket"])
+def test_a_stale_empty_history_is_not_called_lost(
+    standin: StandInServer, conn: str, guard: Guard, wait_mode: str
+) -> None:
+    standin.faults.serve_stale_history(True)
+    ti = guard.ti()
+    op = make_op(
+        conn,
+        delay_workflow(0.3, prefix="r/stale"),
+        wait_mode=wait_mode,
+        resubmit_if_lost=True,
+        validate=False,
+    )
+
+    paths, _took = run_op(op, ti)
+
+    assert paths == ["output/r/stale_00001_.png"], paths
+    assert standin.submissions == [ti.xcoms["prompt_id"]]  # never "lost", never sent twice
+    assert ("GET", "/history") in standin.requests  # the listing confirmed it
