@@ -173,9 +173,12 @@ def test_batch_mapped_spreads_over_a_pool_of_servers(
         per_server = [
             sum(p in server.submissions for p in prompt_ids) for server in (session_standin, second, third)
         ]
-        assert sum(per_server) == 6 and all(count >= 1 for count in per_server), per_server
+        # The choice is random, weighted against load and this process's own prompts in flight
+        # (hooks/pool.py): the batch spreads, though not necessarily over all three.
+        assert sum(per_server) == 6 and sum(1 for count in per_server if count) >= 2, per_server
         recorded = {result.xcom("render", "comfyui_url", i) for i in range(6)}
-        assert recorded == {session_standin.url, second.url, third.url}
+        used = {s.url for s, count in zip((session_standin, second, third), per_server, strict=True) if count}
+        assert recorded == used
         assert all(Path(p).is_file() for paths in result.mapped_return_values("render") for p in paths)
 
 
