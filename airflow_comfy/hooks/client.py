@@ -26,7 +26,7 @@ from typing import IO, Any
 
 import requests
 
-from airflow_comfy.exceptions import ComfyUIError, ComfyUIHTTPError
+from airflow_comfy.exceptions import ComfyUIError, ComfyUIHTTPError, ComfyUIResponseError
 from airflow_comfy.hooks import catalog, downloads, pool
 from airflow_comfy.hooks.connection import ComfyUISettings
 from airflow_comfy.hooks.transport import Transport
@@ -129,7 +129,8 @@ class ComfyUIClient:
         try:
             return queue_remaining(info)
         except ValueError as exc:
-            raise errors.not_json_error("GET", urls.PROMPT, "", "", received=str(exc)) from None
+            shown = urls.redact_url(self.transport.url(urls.PROMPT))
+            raise ComfyUIResponseError(f"ComfyUI GET {shown}: {exc}", url=shown) from None
 
     def get_prompt_status(self, prompt_id: str) -> PromptStatus:
         """Queue, then history: see :func:`airflow_comfy.protocol.flows.read_status`."""

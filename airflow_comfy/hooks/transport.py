@@ -222,7 +222,8 @@ class Transport:
             raise refused
         return response
 
-    def _read_json(self, method: str, path: str, response: requests.Response) -> Any:
+    def read_bounded(self, method: str, path: str, response: requests.Response) -> bytearray:
+        """The whole body of a streamed response, at most ``max_json_bytes``; the response is closed."""
         shown = redact_url(self.url(path))
         try:
             body = BoundedBody(self.max_json_bytes, method, shown, response.headers.get("Content-Length"))
@@ -232,8 +233,12 @@ class Transport:
             raise errors.connection_error(method, shown, _reason(exc)) from None
         finally:
             response.close()
+        return body.data
+
+    def _read_json(self, method: str, path: str, response: requests.Response) -> Any:
+        shown = redact_url(self.url(path))
         return decode_json(
-            body.data,
+            self.read_bounded(method, path, response),
             method=method,
             shown_url=shown,
             status=response.status_code,

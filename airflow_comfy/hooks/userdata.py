@@ -13,7 +13,6 @@ from __future__ import annotations
 from airflow_comfy.exceptions import ComfyUIHTTPError, ComfyUIResponseError
 from airflow_comfy.hooks.transport import Transport
 from airflow_comfy.protocol import urls
-from airflow_comfy.protocol.answers import BoundedBody
 
 
 class UserDataClient:
@@ -24,16 +23,8 @@ class UserDataClient:
 
     def get_userdata(self, path: str) -> bytes:
         """The bytes of ``path`` (``workflows/a.json``); ComfyUIHTTPError with status 404 when missing."""
-        shown = urls.redact_url(self.transport.url(urls.userdata_path(path)))
         response = self.transport.request("GET", urls.userdata_path(path), stream=True)
-        try:
-            declared = response.headers.get("Content-Length")
-            body = BoundedBody(self.transport.max_json_bytes, "GET", shown, declared)
-            for chunk in response.iter_content(chunk_size=1024 * 1024):
-                body.add(chunk)
-            return bytes(body.data)
-        finally:
-            response.close()
+        return bytes(self.transport.read_bounded("GET", urls.userdata_path(path), response))
 
     def list_userdata(self, directory: str = "workflows") -> list[str]:
         """The files under ``directory``, relative to it, sorted; ``[]`` when it does not exist."""
