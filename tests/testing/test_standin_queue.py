@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import time
 
 import requests
 from standin_helpers import gated, history, load_transcript, run, submit
@@ -135,6 +136,11 @@ def test_free_drops_the_cache(standin, contract_workflows) -> None:
     response = _post(standin, "/free", {"unload_models": True, "free_memory": True})
     assert (response.status_code, response.content) == (200, b"")
     standin.wait_idle(30)
+    # Like ComfyUI's worker, the stand-in's applies /free between prompts: a prompt queued before the
+    # worker took the flag would still find the cache. Wait (bounded) until it has taken it.
+    deadline = time.monotonic() + 30
+    while standin.engine.flags and time.monotonic() < deadline:
+        time.sleep(0.01)
     after = run(standin, workflow)
     assert cached_nodes(after) == []
     assert after["outputs"] != first["outputs"]
