@@ -120,8 +120,18 @@ class ComfyUIPromptLostError(ComfyUIError):
         self.prompt_id = prompt_id
 
 
+class ComfyUIBatchFailedError(ComfyUIError):
+    """More items of a batch failed than its ``max_failed`` allows; ``counts`` has the batch's
+    counts and manifest path (as the task's XCom would), ``errors`` the first failures."""
+
+    def __init__(self, message: str, *, counts: dict[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.counts = dict(counts or {})
+
+
 __all__ = [
     "ComfyUIAuthError",
+    "ComfyUIBatchFailedError",
     "ComfyUIConnectionError",
     "ComfyUIError",
     "ComfyUIExecutionError",

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
-__all__ = ["run_workflow"]
+__all__ = ["run_batch", "run_workflow"]
 
 _NOT_ALLOWED = ("deferrable", "wait_for_completion", "task_id")
 _OPTIONS = (
@@ -100,6 +100,44 @@ def run_workflow(
     run = PromptRun(hook, context, log, run_options, workflow, stop=stop)
     with _stopped_by_kill(context.get("task"), run.kill):
         return list(run.finish(run.start() or run.wait()))
+
+
+def run_batch(
+    workflow: Mapping[str, Any] | str | os.PathLike[str],
+    items: Any,
+    output_dir: str | os.PathLike[str],
+    *,
+    comfyui_conn_id: str = "comfyui_default",
+    capability_routing: bool = False,
+    context: Context | None = None,
+    stop: threading.Event | None = None,
+    **options: Any,
+) -> dict[str, Any]:
+    """Run ``workflow`` once per item of ``items`` from inside a ``@task``; returns the manifest path
+    and the counts, exactly as :class:`~airflow_comfy.operators.batch.ComfyUIBatchOperator` does
+    (``options`` are its other parameters except ``deferrable``). Resumable like the operator: the
+    item prompt ids come from the *calling* task instance.
+
+    :param stop: set it to stop the batch (its prompts in flight are cancelled unless
+        ``cancel_on_kill=False``).
+    """
+    if "deferrable" in options:
+        raise TypeError("run_batch() does not accept deferrable: it always runs in the task")
+    if context is None:
+        from airflow.sdk import get_current_context
+
+        context = get_current_context()
+    from airflow_comfy.batch.options import make_options
+    from airflow_comfy.batch.task import batch_for_task, publish
+    from airflow_comfy.hooks.comfyui import ComfyUIHook
+    from airflow_comfy.run import fail_fast
+
+    batch_options = make_options(items, output_dir, **options)
+    hook = ComfyUIHook(comfyui_conn_id, capability_routing=capability_routing)
+    log = getattr(context.get("task"), "log", None) or _log()
+    run = batch_for_task(hook, context, log, batch_options, workflow, stop=stop)
+    with _stopped_by_kill(context.get("task"), lambda: run.kill("the task was killed")), fail_fast():
+        return publish(context, run.run(), log)
 
 
 def _log() -> Any:

@@ -93,10 +93,12 @@ def wire_inputs(
     *,
     subfolder: str = DEFAULT_SUBFOLDER,
     object_info: Mapping[str, Any] | None = None,
+    cache: dict[str, dict[str, str]] | None = None,
 ) -> tuple[dict[str, Any], dict[str, dict[str, str]]]:
     """Upload every ``inputs`` file and point its target node at it.
 
-    Returns the new workflow and, per target, the server's answer for its upload.
+    Returns the new workflow and, per target, the server's answer for its upload. ``cache`` (source
+    → answer, for one server and subfolder) makes each distinct source upload once.
     """
     changes: dict[str, Any] = {}
     uploads: dict[str, dict[str, str]] = {}
@@ -106,7 +108,11 @@ def wire_inputs(
         if input_name is None:
             class_info = (object_info or {}).get(node.get("class_type", ""))
             input_name = upload_input_name(class_info, node.get("inputs") or {})
-        answer = upload_file(client, source, subfolder=subfolder)
+        answer = cache.get(os.fspath(source)) if cache is not None else None
+        if answer is None:
+            answer = upload_file(client, source, subfolder=subfolder)
+            if cache is not None:
+                cache[os.fspath(source)] = answer
         uploads[target] = answer
         changes[f"{node_id}.{input_name}"] = uploaded_reference(answer)
     return apply_overrides(workflow, changes), uploads

@@ -1,0 +1,101 @@
+"""Making the workflow of a batch ready for each item, doing the expensive parts once.
+
+Per server: the workflow is converted, given the batch-wide overrides and input files, and
+validated once (:func:`airflow_comfy.prepare.prepare_for`); a rejection there is the batch's and
+fails it before anything is submitted. Per item: its overrides are applied to a copy of that
+prepared workflow and its input files wired in; the result is validated again only the first time
+a set of overridden input names is seen on that server (so a wrong input *name* is caught before
+submission, a wrong *value* by ComfyUI's own answer to the POST). Each distinct input file is
+uploaded once per server.
+
+Invariants: a problem of one item (an override naming no node, a missing input file, a value
+ComfyUI rejects) is that item's error, never the batch's; nothing here talks to a server except
+through the given clients; the prompt id of an item depends only on the task instance, the batch's
+work and the item (:func:`item_prompt_id`), never on the server.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from airflow_comfy.batch.items import BatchItem
+from airflow_comfy.exceptions import ComfyUIValidationError, ComfyUIWorkflowError
+from airflow_comfy.prepare import prepare_for
+from airflow_comfy.protocol import errors
+from airflow_comfy.protocol.ids import deterministic_prompt_id
+from airflow_comfy.protocol.validation import validate_prompt
+from airflow_comfy.uploads import wire_inputs
+from airflow_comfy.workflows import apply_overrides
+
+if TYPE_CHECKING:
+    from airflow_comfy.hooks.client import ComfyUIClient
+
+
+def item_prompt_id(task: tuple[Any, ...], batch: Mapping[str, Any], item: BatchItem) -> str:
+    """The prompt id of ``item``: the same on every try of the task, on whichever server."""
+    work = {"batch": batch, "key": item.key, "overrides": dict(item.overrides), "inputs": dict(item.inputs)}
+    return deterministic_prompt_id(*task, work)
+
+
+class ItemPreparer:
+    """The prepared workflow of each item, per server (see the module docstring)."""
+
+    def __init__(
+        self,
+        source: Mapping[str, Any],
+        overrides: Mapping[str, Any] | None,
+        inputs: Mapping[str, str] | None,
+        *,
+        validate: bool,
+        input_subfolder: str,
+        log: Any,
+    ) -> None:
+        self.source, self.overrides, self.inputs = source, dict(overrides or {}), dict(inputs or {})
+        self.validate, self.input_subfolder, self.log = validate, input_subfolder, log
+        self._base: dict[str, dict[str, Any]] = {}
+        self._checked: dict[str, set[frozenset[str]]] = {}
+        self._uploads: dict[str, dict[str, dict[str, str]]] = {}
+
+    def base(self, client: ComfyUIClient) -> dict[str, Any]:
+        """The batch's workflow prepared for ``client``'s server; raises when ComfyUI would reject it."""
+        url = client.base_url
+        if url not in self._base:
+            self._base[url] = prepare_for(
+                client,
+                self.source,
+                self.overrides,
+                validate=self.validate,
+                log=self.log,
+                inputs=self.inputs,
+                input_subfolder=self.input_subfolder,
+            )
+        return self._base[url]
+
+    def for_item(self, client: ComfyUIClient, item: BatchItem) -> dict[str, Any]:
+        """``item``'s workflow for ``client``'s server; raises ``ComfyUIWorkflowError`` or
+        ``ComfyUIValidationError`` for a problem of this item."""
+        base = self.base(client)
+        url = client.base_url
+        info = client.get_object_info() if (self.validate or item.inputs) else None
+        workflow = apply_overrides(base, item.overrides, object_info=info) if item.overrides else dict(base)
+        if item.inputs:
+            cache = self._uploads.setdefault(url, {})
+            workflow, _answers = wire_inputs(
+                client, workflow, item.inputs, subfolder=self.input_subfolder, object_info=info, cache=cache
+            )
+        names = frozenset(item.overrides) | frozenset(item.inputs)
+        seen = self._checked.setdefault(url, {frozenset()})
+        if self.validate and info is not None and names not in seen:
+            result = validate_prompt(workflow, info)
+            if result.error:
+                raise errors.validation_error({"error": result.error, "node_errors": result.node_errors})
+            seen.add(names)
+        return workflow
+
+
+def item_problem(exc: BaseException) -> str | None:
+    """The message when ``exc`` is a problem of one item (not of the batch or the server)."""
+    if isinstance(exc, ComfyUIValidationError | ComfyUIWorkflowError):
+        return str(exc)
+    return None

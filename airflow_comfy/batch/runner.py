@@ -1,0 +1,459 @@
+"""One batch of one task instance: resume, submit, track, record — driving the ledger with real servers.
+
+:class:`BatchRun` is shared by :class:`~airflow_comfy.operators.batch.ComfyUIBatchOperator` (blocking
+and deferrable) and :func:`~airflow_comfy.taskflow.run_batch`. Its rules of scheduling live in
+:mod:`airflow_comfy.batch.ledger`, the files in :mod:`airflow_comfy.batch.manifest`.
+
+A round (:meth:`BatchRun.step`): read the status of every prompt in flight (per server one
+``/queue`` read, ``/history/<id>`` only for those that left it: ``flows.read_statuses``), hand the
+outcomes to the ledger, fill the free slots with new items (journal line, then POST), then record
+the finished items (downloads, manifest lines). Rounds are started by the servers' WebSocket
+messages (one socket per server; without it, every ``check_interval`` seconds).
+
+Resuming (a retry, or the next deferral cycle): items with a manifest line are skipped; prompts of
+the journal are taken over as in flight (rule 3 of the ledger). When the journal may be behind (an
+object-storage manifest after a killed try), fresh items are first looked for on every server, until
+``window`` (servers x ``max_in_flight``) of them in a row are found nowhere: items are posted one at
+a time in order, so the posted ones form a prefix of the items.
+
+Invariants: no prompt id is posted twice by one try, and never when an earlier try's prompt for it
+is queued, running or finished; stopping cancels only this batch's prompts; every wait is bounded
+(``check_interval``), and a batch whose servers are all gone for ``unreachable_grace`` fails.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+from airflow_comfy.batch.items import BatchItem, ItemError, read_items
+from airflow_comfy.batch.ledger import InFlight, Ledger
+from airflow_comfy.batch.manifest import Manifest, ManifestState
+from airflow_comfy.batch.prepare import ItemPreparer, item_problem, item_prompt_id
+from airflow_comfy.batch.records import BatchSummary, epoch, iso, manifest_line, output_paths
+from airflow_comfy.batch.signals import ServerSignals
+from airflow_comfy.exceptions import (
+    ComfyUIBatchFailedError,
+    ComfyUIConnectionError,
+    ComfyUIError,
+    ComfyUIWorkflowError,
+)
+from airflow_comfy.hooks import pool
+from airflow_comfy.protocol import errors, flows, urls
+from airflow_comfy.protocol.ids import new_client_id
+from airflow_comfy.protocol.states import PromptState, PromptStatus
+
+if TYPE_CHECKING:
+    from airflow_comfy.batch.options import BatchOptions
+    from airflow_comfy.hooks.comfyui import ComfyUIHook
+
+
+class BatchRun:
+    """The batch of one task instance (see the module docstring)."""
+
+    def __init__(
+        self,
+        hook: ComfyUIHook,
+        task: tuple[Any, ...],
+        log: Any,
+        options: BatchOptions,
+        source: dict[str, Any],
+        identity: dict[str, Any],
+        *,
+        retry: bool,
+        stop: threading.Event | None = None,
+    ) -> None:
+        self.hook, self.task, self.log, self.options = hook, task, log, options
+        self.identity, self.retry = identity, retry
+        self.stop_signal = stop or threading.Event()
+        self.manifest = Manifest(options.output_dir, sync_interval=options.manifest_sync_interval)
+        self.preparer = ItemPreparer(
+            source,
+            options.overrides,
+            options.inputs,
+            validate=options.validate,
+            input_subfolder=options.input_subfolder,
+            log=log,
+        )
+        self.client_id = new_client_id()
+        self.ledger = Ledger(
+            [], options.max_in_flight, options.max_failed, options.unreachable_grace, options.resubmit_lost
+        )
+        self.state = ManifestState({}, {})
+        self.signals: ServerSignals | None = None
+        self._items: Iterator[BatchItem | ItemError] | None = None
+        self._exhausted = False
+        self._unsure = 0  # fresh items still to look for on the servers (journal maybe behind)
+        self._ready: list[tuple[InFlight, PromptStatus]] = []
+        self._queues: dict[str, int] = {}
+        self._surveyed = self._logged = 0.0
+
+    # --- starting -----------------------------------------------------------------------------------
+
+    def start(self, *, continuing: bool = False) -> None:
+        """Choose the servers, prepare the workflow on one (a rejection fails here), read what
+        earlier tries left, and take over their prompts.
+
+        ``continuing``: this is the next cycle of a deferred batch in the same try (the journal was
+        synced before deferring; its prompts are this try's own, under the lost rule).
+        """
+        self._survey(first=True)
+        first = next((s for s in self.ledger.servers if s not in self.ledger.down_since), None)
+        if first is None:
+            raise ComfyUIConnectionError(
+                f"No ComfyUI server of connection {self.hook.comfyui_conn_id!r} answers; "
+                "not starting the batch"
+            )
+        self.preparer.base(self.hook.client(first))
+        self.state = self.manifest.load_state()
+        self.ledger.earlier = len(self.state.finished)
+        self.ledger.total = self._scan(first, resumed=not continuing)
+        if self.retry and not continuing and not self.manifest.exact:
+            self._unsure = len(self.ledger.servers) * self.options.max_in_flight
+        self._items = read_items(self.options.items, self.options.item_spec)
+        self.ledger.started_at = time.monotonic()
+        self.signals = ServerSignals(self.hook, self.ledger.servers, self.client_id, self.log)
+
+    def _scan(self, default_server: str, *, resumed: bool) -> int:
+        """Count the items, check that the manifest is this batch's, and take over the journal's
+        prompts with their full items (one pass over the items)."""
+        total = 0
+        for raw in read_items(self.options.items, self.options.item_spec):
+            total += 1
+            if isinstance(raw, ItemError):
+                continue
+            done = self.state.finished.get(raw.key)
+            if (
+                done is not None
+                and done.prompt_id
+                and done.prompt_id != item_prompt_id(self.task, self.identity, raw)
+            ):
+                raise ComfyUIWorkflowError(
+                    f"{self.manifest.path} already lists {raw.describe()} for other work (another run, "
+                    "task or workflow, or the item changed): give each run its own output_dir, e.g. one "
+                    "ending in {{ run_id }}"
+                )
+            sub = self.state.submitted.get(raw.key)
+            if sub is None or done is not None:
+                continue
+            server = sub.server if sub.server in self.ledger.servers else default_server
+            entry = InFlight(raw, sub.prompt_id, server, epoch(sub.queued_at), sub.attempt, resumed=resumed)
+            self.ledger.add(entry)
+        return total
+
+    def _survey(self, *, first: bool = False) -> None:
+        """The pool's servers (capability routing) and their queue lengths; at most every 30 s."""
+        now = time.monotonic()
+        if not first and now - self._surveyed < 30:
+            return
+        self._surveyed = now
+        required = (
+            pool.required_node_types(self.preparer.source) if self.hook.capability_routing else frozenset()
+        )
+        states = pool.survey(self.hook.settings, required)
+        if first:
+            usable = [s.url for s in states if not s.missing_nodes]
+            if not usable:
+                reasons = "; ".join(f"{s.url}: {s.problem}" for s in states)
+                raise ComfyUIWorkflowError(
+                    f"No server of connection {self.hook.comfyui_conn_id!r} can run this workflow: {reasons}"
+                )
+            self.ledger.servers = usable
+        for state in states:
+            if state.url not in self.ledger.servers:
+                continue
+            if state.eligible:
+                self._queues[state.url] = state.queue_remaining or 0
+                self.ledger.server_answered(state.url)
+            else:
+                self.ledger.server_failed(state.url, now)
+                self.log.warning("ComfyUI server %s: %s", state.url, state.problem)
+
+    # --- rounds -------------------------------------------------------------------------------------
+
+    def step(self) -> None:
+        """One round: track, fill, record (module docstring)."""
+        self._track()
+        self._failover(time.monotonic())
+        self._fill()
+        self._record_ready()
+        self._progress()
+
+    def complete(self) -> bool:
+        return self._exhausted and not self.ledger.in_flight and not self.ledger.retry and not self._ready
+
+    def run(self) -> BatchSummary:
+        """Run to the end in this process (the blocking form)."""
+        self.start()
+        try:
+            while True:
+                self.step()
+                if self.complete() or self._stopped_by_budget():
+                    break
+                self._raise_if_stalled()
+                if self.stop_signal.is_set():
+                    raise ComfyUIError("The batch was stopped")
+                assert self.signals is not None
+                self.signals.wait(self.options.check_interval)
+        except BaseException:
+            self.kill("the task stopped")
+            self.close()
+            raise
+        return self.finish()
+
+    def advance(self) -> dict[str, list[str]]:
+        """Work until this process would only wait; the prompts to wait for, by server (deferral)."""
+        while True:
+            self.step()
+            if self.complete() or self._stopped_by_budget():
+                return {}
+            if self.ledger.in_flight:
+                by_server: dict[str, list[str]] = {}
+                for entry in self.ledger.in_flight.values():
+                    by_server.setdefault(entry.server, []).append(entry.prompt_id)
+                return by_server
+            self._raise_if_stalled()
+            assert self.signals is not None
+            self.signals.wait(self.options.check_interval)
+
+    def _stopped_by_budget(self) -> bool:
+        return self.ledger.over_budget() and not self.ledger.in_flight and not self._ready
+
+    def _raise_if_stalled(self) -> None:
+        if self.ledger.stalled(time.monotonic()):
+            raise ComfyUIConnectionError(
+                f"Every ComfyUI server of connection {self.hook.comfyui_conn_id!r} has been unreachable for "
+                f"more than {self.options.unreachable_grace:g} s; the batch stops (a retry resumes it)"
+            )
+
+    # --- tracking -----------------------------------------------------------------------------------
+
+    def _track(self) -> None:
+        by_server: dict[str, list[str]] = {}
+        for entry in self.ledger.in_flight.values():
+            by_server.setdefault(entry.server, []).append(entry.prompt_id)
+        now = time.monotonic()
+        for server, prompt_ids in by_server.items():
+            client = self.hook.client(server)
+            try:
+                statuses = client.transport.run(flows.read_statuses(prompt_ids, retry=False))
+            except ComfyUIError as exc:
+                if server not in self.ledger.down_since:
+                    self.log.warning("Cannot read the queue of %s: %s", server, exc)
+                self.ledger.server_failed(server, now)
+                continue
+            self.ledger.server_answered(server)
+            for prompt_id, status in statuses.items():
+                if isinstance(status, PromptStatus):
+                    self._classify(self.ledger.in_flight[prompt_id], status)
+
+    def _classify(self, entry: InFlight, status: PromptStatus) -> None:
+        state = status.state
+        if state is PromptState.RUNNING:
+            entry.started = True
+        elif state is PromptState.SUCCESS:
+            self.ledger.in_flight.pop(entry.prompt_id)
+            self._ready.append((entry, status))
+        elif state is PromptState.NOT_FOUND:
+            why = self.ledger.lost(
+                entry.prompt_id, reason=f"prompt {entry.prompt_id} was lost by {entry.server}"
+            )
+            if why is not None:
+                self._fail(entry.item, why, entry)
+            elif not entry.resumed:
+                self.log.warning(
+                    "Prompt %s of %s was lost by %s; submitting it once more",
+                    entry.prompt_id,
+                    entry.item.describe(),
+                    entry.server,
+                )
+        elif state is PromptState.INTERRUPTED and entry.resumed:
+            self.ledger.requeue(entry.prompt_id)  # this batch's own cancel in an earlier try
+        elif state.is_terminal:
+            error = errors.error_for_status(status)
+            self._fail(entry.item, str(error or state.value), entry)
+
+    def _failover(self, now: float) -> None:
+        for server in self.ledger.gone(now):
+            for entry in [e for e in self.ledger.in_flight.values() if e.server == server]:
+                if not entry.started:
+                    self.log.warning("%s moves off %s (unreachable)", entry.item.describe(), server)
+                    self.ledger.requeue(entry.prompt_id)
+                    continue
+                why = self.ledger.lost(entry.prompt_id, reason=f"{server} went away while it ran")
+                if why is not None:
+                    self._fail(entry.item, why, entry)
+
+    # --- filling ------------------------------------------------------------------------------------
+
+    def _fill(self) -> None:
+        while not self.stop_signal.is_set() and not self.ledger.over_budget():
+            server = self.ledger.choose(time.monotonic(), self._queues)
+            if server is None:
+                return
+            taken = self._next_item()
+            if taken is None:
+                return
+            item, attempt = taken
+            self._submit(item, attempt, server)
+
+    def _next_item(self) -> tuple[BatchItem, int] | None:
+        if self.ledger.retry:
+            return self.ledger.retry.popleft()
+        while self._items is not None and not self._exhausted:
+            raw = next(self._items, None)
+            if raw is None:
+                self._exhausted = True
+                return None
+            key = raw.key
+            if key in self.state.finished:
+                continue
+            if isinstance(raw, ItemError):
+                self._fail_unread(raw)
+                continue
+            if key in self.state.submitted:
+                continue  # taken over in start()
+            if self._unsure and self._found_elsewhere(raw):
+                continue
+            return raw, 1
+        return None
+
+    def _found_elsewhere(self, item: BatchItem) -> bool:
+        prompt_id = item_prompt_id(self.task, self.identity, item)
+        client, status = self.hook.locate(prompt_id, strict=True)
+        if client is None:
+            self._unsure -= 1
+            return False
+        self._unsure = len(self.ledger.servers) * self.options.max_in_flight
+        entry = InFlight(item, prompt_id, client.base_url, time.time(), resumed=True)
+        self.ledger.add(entry)
+        self._classify(entry, status)
+        return True
+
+    def _submit(self, item: BatchItem, attempt: int, server: str) -> None:
+        client = self.hook.client(server)
+        prompt_id = item_prompt_id(self.task, self.identity, item)
+        try:
+            workflow = self.preparer.for_item(client, item)
+        except (ComfyUIError, OSError) as exc:
+            problem = item_problem(exc)
+            if problem is None:
+                self.ledger.server_failed(server, time.monotonic())
+                self.ledger.retry.appendleft((item, attempt))
+                self.log.warning("Cannot prepare %s on %s: %s", item.describe(), server, exc)
+                return
+            self._fail(item, problem, None)
+            return
+        entry = InFlight(item, prompt_id, server, time.time(), attempt=attempt)
+        self.manifest.submitted(
+            {
+                "key": item.key,
+                "position": item.position,
+                "prompt_id": prompt_id,
+                "server": urls.redact_url(server),
+                "queued_at": iso(entry.queued_at),
+                "attempt": attempt,
+            }
+        )
+        self.ledger.add(entry)
+        try:
+            client.submit_prompt(workflow, client_id=self.client_id, prompt_id=prompt_id)
+        except ComfyUIError as exc:
+            problem = item_problem(exc)
+            if problem is not None:
+                self._fail(item, problem, entry)
+            elif exc.never_sent:  # not posted: it may go elsewhere
+                self.ledger.requeue(prompt_id)
+                self.ledger.server_failed(server, time.monotonic())
+            else:  # it may have arrived: tracking tells (found, or confirmed absent → lost rule)
+                self.ledger.server_failed(server, time.monotonic())
+                entry.resumed = True
+
+    # --- recording ----------------------------------------------------------------------------------
+
+    def _record_ready(self) -> None:
+        while self._ready:
+            entry, status = self._ready.pop(0)
+            self.ledger.add(entry)  # counted as in flight until its line is written
+            try:
+                paths = output_paths(self.hook.client(entry.server), entry, status, self.options)
+            except ComfyUIError as exc:
+                self._fail(entry.item, f"its outputs could not be fetched: {exc}", entry)
+                continue
+            self.ledger.success(entry.prompt_id)
+            self.manifest.finished(manifest_line(entry, "succeeded", status, outputs=paths))
+
+    def _fail(self, item: BatchItem, message: str, entry: InFlight | None) -> None:
+        self.ledger.failure(item, message, entry.prompt_id if entry else None)
+        self.log.warning("%s failed: %s", item.describe(), message)
+        self.manifest.finished(
+            manifest_line(entry or InFlight(item, "", "", time.time()), "failed", error=message)
+        )
+
+    def _fail_unread(self, error: ItemError) -> None:
+        item = BatchItem(error.key, error.position, where=error.where)
+        self._fail(item, error.message, None)
+
+    def _progress(self) -> None:
+        now = time.monotonic()
+        if now - self._logged < self.options.progress_interval:
+            return
+        self._logged = now
+        self._survey()
+        total = self.ledger.total
+        finished = (
+            self.ledger.succeeded + self.ledger.failed + self.ledger.earlier + len(self.ledger.in_flight)
+        )
+        waiting = None if total is None else max(total - finished, 0)
+        self.log.info("Batch: %s", self.ledger.progress_line(now, waiting))
+
+    # --- ending -------------------------------------------------------------------------------------
+
+    def kill(self, why: str) -> None:
+        """Stop, and cancel this batch's prompts in flight (journal: ``cancelled``)."""
+        self.stop_signal.set()
+        if not self.options.cancel_on_kill:
+            return
+        for entry in list(self.ledger.in_flight.values()):
+            try:
+                done = self.hook.client(entry.server).cancel_prompt(entry.prompt_id)
+                self.log.warning(
+                    "Prompt %s of %s: %s because %s", entry.prompt_id, entry.item.describe(), done, why
+                )
+            except Exception as exc:  # a failed cancel must not hide the original error
+                self.log.warning("Could not cancel prompt %s (%s): %s", entry.prompt_id, why, exc)
+
+    def close(self) -> None:
+        if self.signals is not None:
+            self.signals.close()
+        self.manifest.close(complete=self.complete())
+
+    def summary(self) -> BatchSummary:
+        ledger = self.ledger
+        total = (
+            ledger.total if ledger.total is not None else ledger.succeeded + ledger.failed + ledger.earlier
+        )
+        return BatchSummary(
+            self.manifest.path, total, ledger.succeeded, ledger.failed, ledger.earlier, tuple(ledger.errors)
+        )
+
+    def finish(self) -> BatchSummary:
+        """Close the files and return the summary; raise when more items failed than allowed."""
+        self.close()
+        summary = self.summary()
+        self.log.info(
+            "Batch finished: %s. Manifest: %s",
+            self.ledger.progress_line(time.monotonic(), 0),
+            summary.manifest,
+        )
+        if self.ledger.over_budget():
+            shown = "\n  ".join(self.ledger.errors)
+            raise ComfyUIBatchFailedError(
+                f"{self.ledger.failed} item(s) of the batch failed, more than max_failed="
+                f"{self.options.max_failed!r} allows; the manifest {summary.manifest} lists every item. "
+                f"First failures:\n  {shown}",
+                counts=summary.as_xcom(),
+            )
+        return summary
