@@ -60,7 +60,8 @@ class Ledger:
     retry: deque[tuple[BatchItem, int]] = field(default_factory=deque)
     succeeded: int = 0
     failed: int = 0
-    earlier: int = 0  # items finished by an earlier try
+    earlier: int = 0  # items finished by an earlier try (counted in succeeded/failed too)
+    baseline: int = 0  # items finished before this run started (not in its rate)
     done_by_server: Counter[str] = field(default_factory=Counter)
     errors: list[str] = field(default_factory=list)
     down_since: dict[str, float] = field(default_factory=dict)
@@ -147,7 +148,7 @@ class Ledger:
     # --- progress ----------------------------------------------------------------------------------
 
     def progress_line(self, now: float, waiting: int | None) -> str:
-        done = self.succeeded + self.failed
+        done = self.succeeded + self.failed - self.baseline
         rate = 0.0
         if self.started_at is not None and now > self.started_at and done:
             rate = done / (now - self.started_at) * 60

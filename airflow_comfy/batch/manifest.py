@@ -43,6 +43,7 @@ class Finished:
     status: str
     prompt_id: str | None
     position: int
+    try_number: int = 1
 
 
 @dataclass(frozen=True)
@@ -113,7 +114,7 @@ class Manifest:
             self._local = self.location.removeprefix("file://")
             os.makedirs(self._local, exist_ok=True)
         self._handles: dict[str, IO[str]] = {}
-        self._synced_at = time.monotonic()
+        self._synced_at = float("-inf")  # the first line is copied at once
         self._dirty = False
 
     @property
@@ -134,7 +135,10 @@ class Manifest:
         for record in self._read_local(MANIFEST):
             if record.get("status") in FINAL:
                 finished[record["key"]] = Finished(
-                    record["status"], record.get("prompt_id"), int(record.get("position", -1))
+                    record["status"],
+                    record.get("prompt_id"),
+                    int(record.get("position", -1)),
+                    int(record.get("try_number") or 1),
                 )
         for record in self._read_local(JOURNAL):
             key = record["key"]

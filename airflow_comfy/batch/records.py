@@ -77,6 +77,7 @@ def manifest_line(
     *,
     outputs: list[str] | None = None,
     error: str | None = None,
+    try_number: int = 1,
 ) -> dict[str, Any]:
     """The manifest line of a finished item (:mod:`airflow_comfy.batch.manifest`)."""
     started, finished = prompt_times(final)
@@ -93,6 +94,7 @@ def manifest_line(
         "started_at": started,
         "finished_at": finished or iso(time.time()),
         "attempts": entry.attempt,
+        "try_number": try_number,
         "error": error,
     }
 

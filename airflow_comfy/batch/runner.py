@@ -62,11 +62,12 @@ class BatchRun:
         source: dict[str, Any],
         identity: dict[str, Any],
         *,
-        retry: bool,
+        try_number: int = 1,
         stop: threading.Event | None = None,
     ) -> None:
         self.hook, self.task, self.log, self.options = hook, task, log, options
-        self.identity, self.retry = identity, retry
+        self.identity, self.try_number = identity, try_number
+        self.retry = try_number > 1
         self.stop_signal = stop or threading.Event()
         self.manifest = Manifest(options.output_dir, sync_interval=options.manifest_sync_interval)
         self.preparer = ItemPreparer(
@@ -89,6 +90,7 @@ class BatchRun:
         self._ready: list[tuple[InFlight, PromptStatus]] = []
         self._queues: dict[str, int] = {}
         self._surveyed = self._logged = 0.0
+        self._killed = False
 
     # --- starting -----------------------------------------------------------------------------------
 
@@ -108,7 +110,11 @@ class BatchRun:
             )
         self.preparer.base(self.hook.client(first))
         self.state = self.manifest.load_state()
-        self.ledger.earlier = len(self.state.finished)
+        finished = list(self.state.finished.values())
+        self.ledger.succeeded = sum(1 for f in finished if f.status == "succeeded")
+        self.ledger.failed = len(finished) - self.ledger.succeeded
+        self.ledger.baseline = len(finished)
+        self.ledger.earlier = sum(1 for f in finished if f.try_number < self.try_number)
         self.ledger.total = self._scan(first, resumed=not continuing)
         if self.retry and not continuing and not self.manifest.exact:
             self._unsure = len(self.ledger.servers) * self.options.max_in_flight
@@ -251,6 +257,8 @@ class BatchRun:
 
     def _classify(self, entry: InFlight, status: PromptStatus) -> None:
         state = status.state
+        if self.stop_signal.is_set() and state in (PromptState.NOT_FOUND, PromptState.INTERRUPTED):
+            return  # maybe this batch's own cancel (kill): the next try decides
         if state is PromptState.RUNNING:
             entry.started = True
         elif state is PromptState.SUCCESS:
@@ -383,13 +391,20 @@ class BatchRun:
                 self._fail(entry.item, f"its outputs could not be fetched: {exc}", entry)
                 continue
             self.ledger.success(entry.prompt_id)
-            self.manifest.finished(manifest_line(entry, "succeeded", status, outputs=paths))
+            self.manifest.finished(
+                manifest_line(entry, "succeeded", status, outputs=paths, try_number=self.try_number)
+            )
 
     def _fail(self, item: BatchItem, message: str, entry: InFlight | None) -> None:
         self.ledger.failure(item, message, entry.prompt_id if entry else None)
         self.log.warning("%s failed: %s", item.describe(), message)
         self.manifest.finished(
-            manifest_line(entry or InFlight(item, "", "", time.time()), "failed", error=message)
+            manifest_line(
+                entry or InFlight(item, "", "", time.time()),
+                "failed",
+                error=message,
+                try_number=self.try_number,
+            )
         )
 
     def _fail_unread(self, error: ItemError) -> None:
@@ -403,9 +418,7 @@ class BatchRun:
         self._logged = now
         self._survey()
         total = self.ledger.total
-        finished = (
-            self.ledger.succeeded + self.ledger.failed + self.ledger.earlier + len(self.ledger.in_flight)
-        )
+        finished = self.ledger.succeeded + self.ledger.failed + len(self.ledger.in_flight)
         waiting = None if total is None else max(total - finished, 0)
         self.log.info("Batch: %s", self.ledger.progress_line(now, waiting))
 
@@ -413,6 +426,9 @@ class BatchRun:
 
     def kill(self, why: str) -> None:
         """Stop, and cancel this batch's prompts in flight (journal: ``cancelled``)."""
+        if self._killed:
+            return
+        self._killed = True
         self.stop_signal.set()
         if not self.options.cancel_on_kill:
             return
@@ -432,9 +448,7 @@ class BatchRun:
 
     def summary(self) -> BatchSummary:
         ledger = self.ledger
-        total = (
-            ledger.total if ledger.total is not None else ledger.succeeded + ledger.failed + ledger.earlier
-        )
+        total = ledger.total if ledger.total is not None else ledger.succeeded + ledger.failed
         return BatchSummary(
             self.manifest.path, total, ledger.succeeded, ledger.failed, ledger.earlier, tuple(ledger.errors)
         )

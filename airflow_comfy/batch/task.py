@@ -49,8 +49,8 @@ def batch_for_task(
     }
     ti = context["ti"]
     task = (ti.dag_id, ti.run_id, ti.task_id, getattr(ti, "map_index", -1))
-    retry = int(getattr(ti, "try_number", 1) or 1) > 1
-    return BatchRun(hook, task, log, options, source, identity, retry=retry, stop=stop)
+    try_number = int(getattr(ti, "try_number", 1) or 1)
+    return BatchRun(hook, task, log, options, source, identity, try_number=try_number, stop=stop)
 
 
 def publish(context: Context, summary: BatchSummary, log: Any) -> dict[str, Any]:

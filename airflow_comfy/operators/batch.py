@@ -205,6 +205,4 @@ class ComfyUIBatchOperator(FailFastTemplates, BaseOperator):
 
 def _is_template(value: Any) -> bool:
     """An XComArg or a Jinja string not rendered yet: checked when the task runs instead."""
-    return not isinstance(value, str | os.PathLike | list | tuple) or (
-        isinstance(value, str) and "{{" in value
-    )
+    return hasattr(value, "resolve") or (isinstance(value, str) and "{{" in value)
