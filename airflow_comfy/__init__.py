@@ -1,8 +1,8 @@
 """airflow-comfy: an Apache Airflow provider for ComfyUI.
 
 The public API is re-exported here lazily, so ``import airflow_comfy`` stays cheap for DAG parsing:
-``ComfyUIHook``, the operators and sensor, the extra links, the TaskFlow helper ``run_workflow`` and
-the exceptions.
+``ComfyUIHook``, the operators and sensor, the extra links, the TaskFlow helpers ``run_workflow`` and
+``run_batch``, ``read_manifest`` (a batch's results) and the exceptions.
 """
 
 from __future__ import annotations
@@ -20,6 +20,10 @@ _EXPORTS = {
     "ComfyUIUploadOperator": "airflow_comfy.operators.comfyui",
     "ComfyUIPromptSensor": "airflow_comfy.sensors.comfyui",
     "ComfyUIPromptTrigger": "airflow_comfy.triggers.comfyui",
+    "ComfyUIBatchOperator": "airflow_comfy.operators.batch",
+    "ComfyUIBatchTrigger": "airflow_comfy.triggers.batch",
+    "read_manifest": "airflow_comfy.batch.manifest",
+    "run_batch": "airflow_comfy.taskflow",
     "ComfyUIWebLink": "airflow_comfy.links",
     "ComfyUIOutputLink": "airflow_comfy.links",
     "run_workflow": "airflow_comfy.taskflow",

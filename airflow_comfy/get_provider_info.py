@@ -25,9 +25,19 @@ def get_provider_info() -> dict[str, Any]:
             }
         ],
         "hooks": [{"integration-name": "ComfyUI", "python-modules": ["airflow_comfy.hooks.comfyui"]}],
-        "operators": [{"integration-name": "ComfyUI", "python-modules": ["airflow_comfy.operators.comfyui"]}],
+        "operators": [
+            {
+                "integration-name": "ComfyUI",
+                "python-modules": ["airflow_comfy.operators.comfyui", "airflow_comfy.operators.batch"],
+            }
+        ],
         "sensors": [{"integration-name": "ComfyUI", "python-modules": ["airflow_comfy.sensors.comfyui"]}],
-        "triggers": [{"integration-name": "ComfyUI", "python-modules": ["airflow_comfy.triggers.comfyui"]}],
+        "triggers": [
+            {
+                "integration-name": "ComfyUI",
+                "python-modules": ["airflow_comfy.triggers.comfyui", "airflow_comfy.triggers.batch"],
+            }
+        ],
         "connection-types": [
             {
                 "connection-type": "comfyui",

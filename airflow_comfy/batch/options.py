@@ -33,7 +33,7 @@ class BatchOptions:
     cancel_on_kill: bool = True
     check_interval: float = 2.0
     unreachable_grace: float = 300.0
-    progress_interval: float = 30.0
+    progress_interval: float = 10.0
     manifest_sync_interval: float = 10.0
 
     def checked(self) -> BatchOptions:

@@ -16,6 +16,7 @@ work and the item (:func:`item_prompt_id`), never on the server.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -23,7 +24,7 @@ from airflow_comfy.batch.items import BatchItem
 from airflow_comfy.exceptions import ComfyUIValidationError, ComfyUIWorkflowError
 from airflow_comfy.prepare import prepare_for
 from airflow_comfy.protocol import errors
-from airflow_comfy.protocol.ids import deterministic_prompt_id
+from airflow_comfy.protocol.ids import canonical_json, deterministic_prompt_id
 from airflow_comfy.protocol.validation import validate_prompt
 from airflow_comfy.uploads import wire_inputs
 from airflow_comfy.workflows import apply_overrides
@@ -32,8 +33,14 @@ if TYPE_CHECKING:
     from airflow_comfy.hooks.client import ComfyUIClient
 
 
-def item_prompt_id(task: tuple[Any, ...], batch: Mapping[str, Any], item: BatchItem) -> str:
-    """The prompt id of ``item``: the same on every try of the task, on whichever server."""
+def batch_digest(identity: Mapping[str, Any]) -> str:
+    """A digest of the batch's work (workflow, batch-wide overrides and inputs), computed once."""
+    return hashlib.sha256(canonical_json(identity).encode()).hexdigest()
+
+
+def item_prompt_id(task: tuple[Any, ...], batch: str, item: BatchItem) -> str:
+    """The prompt id of ``item`` (``batch``: :func:`batch_digest`): the same on every try of the
+    task, on whichever server."""
     work = {"batch": batch, "key": item.key, "overrides": dict(item.overrides), "inputs": dict(item.inputs)}
     return deterministic_prompt_id(*task, work)
 

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from airflow_comfy.exceptions import ComfyUIBatchFailedError
 from airflow_comfy.protocol import urls
 from airflow_comfy.protocol.outputs import unique_refs
 from airflow_comfy.protocol.states import PromptStatus
@@ -47,6 +48,15 @@ class BatchSummary:
             "finished_earlier": self.earlier,
             "errors": list(self.errors),
         }
+
+    def budget_error(self, max_failed: int | float) -> ComfyUIBatchFailedError:
+        """The error of a batch with more failed items than ``max_failed`` allows."""
+        shown = "\n  ".join(self.errors)
+        return ComfyUIBatchFailedError(
+            f"{self.failed} item(s) of the batch failed, more than max_failed={max_failed!r} allows; the "
+            f"manifest {self.manifest} lists every item. First failures:\n  {shown}",
+            counts=self.as_xcom(),
+        )
 
 
 def item_folder(key: str) -> str:

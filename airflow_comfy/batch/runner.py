@@ -31,23 +31,26 @@ from typing import TYPE_CHECKING, Any
 from airflow_comfy.batch.items import BatchItem, ItemError, read_items
 from airflow_comfy.batch.ledger import InFlight, Ledger
 from airflow_comfy.batch.manifest import Manifest, ManifestState
-from airflow_comfy.batch.prepare import ItemPreparer, item_problem, item_prompt_id
-from airflow_comfy.batch.records import BatchSummary, epoch, iso, manifest_line, output_paths
+from airflow_comfy.batch.outcomes import Outcomes
+from airflow_comfy.batch.prepare import ItemPreparer, batch_digest, item_problem, item_prompt_id
+from airflow_comfy.batch.records import BatchSummary, epoch, iso
 from airflow_comfy.batch.signals import ServerSignals
 from airflow_comfy.exceptions import (
-    ComfyUIBatchFailedError,
     ComfyUIConnectionError,
     ComfyUIError,
     ComfyUIWorkflowError,
 )
 from airflow_comfy.hooks import pool
-from airflow_comfy.protocol import errors, flows, urls
+from airflow_comfy.protocol import flows, urls
 from airflow_comfy.protocol.ids import new_client_id
-from airflow_comfy.protocol.states import PromptState, PromptStatus
+from airflow_comfy.protocol.states import PromptStatus
 
 if TYPE_CHECKING:
     from airflow_comfy.batch.options import BatchOptions
     from airflow_comfy.hooks.comfyui import ComfyUIHook
+
+#: Seconds between surveys of the servers' queues (and health) while all of them answer.
+SURVEY_EVERY = 30.0
 
 
 class BatchRun:
@@ -66,7 +69,7 @@ class BatchRun:
         stop: threading.Event | None = None,
     ) -> None:
         self.hook, self.task, self.log, self.options = hook, task, log, options
-        self.identity, self.try_number = identity, try_number
+        self.identity, self.try_number = batch_digest(identity), try_number
         self.retry = try_number > 1
         self.stop_signal = stop or threading.Event()
         self.manifest = Manifest(options.output_dir, sync_interval=options.manifest_sync_interval)
@@ -84,10 +87,10 @@ class BatchRun:
         )
         self.state = ManifestState({}, {})
         self.signals: ServerSignals | None = None
+        self.outcomes = Outcomes(hook, self.ledger, self.manifest, options, log, try_number, self.stop_signal)
         self._items: Iterator[BatchItem | ItemError] | None = None
         self._exhausted = False
         self._unsure = 0  # fresh items still to look for on the servers (journal maybe behind)
-        self._ready: list[tuple[InFlight, PromptStatus]] = []
         self._queues: dict[str, int] = {}
         self._surveyed = self._logged = 0.0
         self._killed = False
@@ -150,9 +153,12 @@ class BatchRun:
         return total
 
     def _survey(self, *, first: bool = False) -> None:
-        """The pool's servers (capability routing) and their queue lengths; at most every 30 s."""
+        """The pool's servers (capability routing) and their queue lengths: every :data:`SURVEY_EVERY`
+        seconds, or every ``check_interval`` while a server is down with nothing of ours to read."""
         now = time.monotonic()
-        if not first and now - self._surveyed < 30:
+        idle_down = any(self.ledger.running_on(s) == 0 for s in self.ledger.down_since)
+        every = self.options.check_interval if idle_down else SURVEY_EVERY
+        if not first and now - self._surveyed < every:
             return
         self._surveyed = now
         required = (
@@ -181,19 +187,25 @@ class BatchRun:
 
     def step(self) -> None:
         """One round: track, fill, record (module docstring)."""
+        self._survey()
         self._track()
-        self._failover(time.monotonic())
+        self.outcomes.failover(time.monotonic())
         self._fill()
-        self._record_ready()
+        self.outcomes.record_ready()
         self._progress()
 
     def complete(self) -> bool:
-        return self._exhausted and not self.ledger.in_flight and not self.ledger.retry and not self._ready
+        return (
+            self._exhausted
+            and not self.ledger.in_flight
+            and not self.ledger.retry
+            and not self.outcomes.ready
+        )
 
     def run(self) -> BatchSummary:
         """Run to the end in this process (the blocking form)."""
-        self.start()
         try:
+            self.start()
             while True:
                 self.step()
                 if self.complete() or self._stopped_by_budget():
@@ -225,7 +237,7 @@ class BatchRun:
             self.signals.wait(self.options.check_interval)
 
     def _stopped_by_budget(self) -> bool:
-        return self.ledger.over_budget() and not self.ledger.in_flight and not self._ready
+        return self.ledger.over_budget() and not self.ledger.in_flight and not self.outcomes.ready
 
     def _raise_if_stalled(self) -> None:
         if self.ledger.stalled(time.monotonic()):
@@ -253,46 +265,7 @@ class BatchRun:
             self.ledger.server_answered(server)
             for prompt_id, status in statuses.items():
                 if isinstance(status, PromptStatus):
-                    self._classify(self.ledger.in_flight[prompt_id], status)
-
-    def _classify(self, entry: InFlight, status: PromptStatus) -> None:
-        state = status.state
-        if self.stop_signal.is_set() and state in (PromptState.NOT_FOUND, PromptState.INTERRUPTED):
-            return  # maybe this batch's own cancel (kill): the next try decides
-        if state is PromptState.RUNNING:
-            entry.started = True
-        elif state is PromptState.SUCCESS:
-            self.ledger.in_flight.pop(entry.prompt_id)
-            self._ready.append((entry, status))
-        elif state is PromptState.NOT_FOUND:
-            why = self.ledger.lost(
-                entry.prompt_id, reason=f"prompt {entry.prompt_id} was lost by {entry.server}"
-            )
-            if why is not None:
-                self._fail(entry.item, why, entry)
-            elif not entry.resumed:
-                self.log.warning(
-                    "Prompt %s of %s was lost by %s; submitting it once more",
-                    entry.prompt_id,
-                    entry.item.describe(),
-                    entry.server,
-                )
-        elif state is PromptState.INTERRUPTED and entry.resumed:
-            self.ledger.requeue(entry.prompt_id)  # this batch's own cancel in an earlier try
-        elif state.is_terminal:
-            error = errors.error_for_status(status)
-            self._fail(entry.item, str(error or state.value), entry)
-
-    def _failover(self, now: float) -> None:
-        for server in self.ledger.gone(now):
-            for entry in [e for e in self.ledger.in_flight.values() if e.server == server]:
-                if not entry.started:
-                    self.log.warning("%s moves off %s (unreachable)", entry.item.describe(), server)
-                    self.ledger.requeue(entry.prompt_id)
-                    continue
-                why = self.ledger.lost(entry.prompt_id, reason=f"{server} went away while it ran")
-                if why is not None:
-                    self._fail(entry.item, why, entry)
+                    self.outcomes.classify(self.ledger.in_flight[prompt_id], status)
 
     # --- filling ------------------------------------------------------------------------------------
 
@@ -319,7 +292,7 @@ class BatchRun:
             if key in self.state.finished:
                 continue
             if isinstance(raw, ItemError):
-                self._fail_unread(raw)
+                self.outcomes.fail_unread(raw)
                 continue
             if key in self.state.submitted:
                 continue  # taken over in start()
@@ -337,7 +310,7 @@ class BatchRun:
         self._unsure = len(self.ledger.servers) * self.options.max_in_flight
         entry = InFlight(item, prompt_id, client.base_url, time.time(), resumed=True)
         self.ledger.add(entry)
-        self._classify(entry, status)
+        self.outcomes.classify(entry, status)
         return True
 
     def _submit(self, item: BatchItem, attempt: int, server: str) -> None:
@@ -352,7 +325,7 @@ class BatchRun:
                 self.ledger.retry.appendleft((item, attempt))
                 self.log.warning("Cannot prepare %s on %s: %s", item.describe(), server, exc)
                 return
-            self._fail(item, problem, None)
+            self.outcomes.fail(item, problem, None)
             return
         entry = InFlight(item, prompt_id, server, time.time(), attempt=attempt)
         self.manifest.submitted(
@@ -371,7 +344,7 @@ class BatchRun:
         except ComfyUIError as exc:
             problem = item_problem(exc)
             if problem is not None:
-                self._fail(item, problem, entry)
+                self.outcomes.fail(item, problem, entry)
             elif exc.never_sent:  # not posted: it may go elsewhere
                 self.ledger.requeue(prompt_id)
                 self.ledger.server_failed(server, time.monotonic())
@@ -381,42 +354,11 @@ class BatchRun:
 
     # --- recording ----------------------------------------------------------------------------------
 
-    def _record_ready(self) -> None:
-        while self._ready:
-            entry, status = self._ready.pop(0)
-            self.ledger.add(entry)  # counted as in flight until its line is written
-            try:
-                paths = output_paths(self.hook.client(entry.server), entry, status, self.options)
-            except ComfyUIError as exc:
-                self._fail(entry.item, f"its outputs could not be fetched: {exc}", entry)
-                continue
-            self.ledger.success(entry.prompt_id)
-            self.manifest.finished(
-                manifest_line(entry, "succeeded", status, outputs=paths, try_number=self.try_number)
-            )
-
-    def _fail(self, item: BatchItem, message: str, entry: InFlight | None) -> None:
-        self.ledger.failure(item, message, entry.prompt_id if entry else None)
-        self.log.warning("%s failed: %s", item.describe(), message)
-        self.manifest.finished(
-            manifest_line(
-                entry or InFlight(item, "", "", time.time()),
-                "failed",
-                error=message,
-                try_number=self.try_number,
-            )
-        )
-
-    def _fail_unread(self, error: ItemError) -> None:
-        item = BatchItem(error.key, error.position, where=error.where)
-        self._fail(item, error.message, None)
-
     def _progress(self) -> None:
         now = time.monotonic()
         if now - self._logged < self.options.progress_interval:
             return
         self._logged = now
-        self._survey()
         total = self.ledger.total
         finished = self.ledger.succeeded + self.ledger.failed + len(self.ledger.in_flight)
         waiting = None if total is None else max(total - finished, 0)
@@ -425,21 +367,13 @@ class BatchRun:
     # --- ending -------------------------------------------------------------------------------------
 
     def kill(self, why: str) -> None:
-        """Stop, and cancel this batch's prompts in flight (journal: ``cancelled``)."""
+        """Stop, and cancel this batch's prompts in flight (when ``cancel_on_kill``); once."""
         if self._killed:
             return
         self._killed = True
         self.stop_signal.set()
-        if not self.options.cancel_on_kill:
-            return
-        for entry in list(self.ledger.in_flight.values()):
-            try:
-                done = self.hook.client(entry.server).cancel_prompt(entry.prompt_id)
-                self.log.warning(
-                    "Prompt %s of %s: %s because %s", entry.prompt_id, entry.item.describe(), done, why
-                )
-            except Exception as exc:  # a failed cancel must not hide the original error
-                self.log.warning("Could not cancel prompt %s (%s): %s", entry.prompt_id, why, exc)
+        if self.options.cancel_on_kill:
+            self.outcomes.cancel_all(why)
 
     def close(self) -> None:
         if self.signals is not None:
@@ -463,11 +397,5 @@ class BatchRun:
             summary.manifest,
         )
         if self.ledger.over_budget():
-            shown = "\n  ".join(self.ledger.errors)
-            raise ComfyUIBatchFailedError(
-                f"{self.ledger.failed} item(s) of the batch failed, more than max_failed="
-                f"{self.options.max_failed!r} allows; the manifest {summary.manifest} lists every item. "
-                f"First failures:\n  {shown}",
-                counts=summary.as_xcom(),
-            )
+            raise summary.budget_error(self.options.max_failed)
         return summary

@@ -8,12 +8,13 @@ round's status reads stay the one source of truth (:mod:`airflow_comfy.protocol.
 Invariants: one daemon thread per server, each blocking at most one second at a time and ending
 when :meth:`ServerSignals.close` is called (joined there); a socket that cannot be opened or drops
 is reopened at most :data:`MAX_RECONNECTS` times, then that server is polled only (one warning);
-:meth:`ServerSignals.wait` never waits longer than it is told.
+:meth:`ServerSignals.wait` never waits longer than it is told (plus :data:`MIN_GAP`).
 """
 
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -24,6 +25,8 @@ if TYPE_CHECKING:
 
 MAX_RECONNECTS = 5
 RECONNECT_PAUSE = 2.0
+#: The shortest time between two woken rounds: a busy server's messages cost at most this many reads.
+MIN_GAP = 0.05
 
 
 class ServerSignals:
@@ -33,6 +36,7 @@ class ServerSignals:
         self.event = threading.Event()
         self._closing = threading.Event()
         self._log = log
+        self._last = 0.0
         self._threads = [
             threading.Thread(
                 target=self._listen, args=(hook, server, client_id), daemon=True, name=f"batch-ws-{n}"
@@ -43,9 +47,14 @@ class ServerSignals:
             thread.start()
 
     def wait(self, timeout: float) -> None:
-        """Until a message came (since the last wait) or ``timeout`` seconds passed."""
-        self.event.wait(timeout)
+        """Until a message came (since the last wait) or ``timeout`` seconds passed, and at least
+        :data:`MIN_GAP` seconds after the previous wait ended."""
+        if self.event.wait(timeout):
+            rest = MIN_GAP - (time.monotonic() - self._last)
+            if rest > 0:
+                self._closing.wait(rest)
         self.event.clear()
+        self._last = time.monotonic()
 
     def _listen(self, hook: ComfyUIHook, server: str, client_id: str) -> None:
         failures = 0

@@ -84,7 +84,7 @@ class ComfyUIBatchOperator(FailFastTemplates, BaseOperator):
         deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
         check_interval: float = 2.0,
         unreachable_grace: float = 300.0,
-        progress_interval: float = 30.0,
+        progress_interval: float = 10.0,
         capability_routing: bool = False,
         **kwargs: Any,
     ) -> None:

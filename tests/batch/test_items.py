@@ -102,7 +102,7 @@ def test_unusable_sources_are_errors_of_the_batch(tmp_path: Path) -> None:
     with pytest.raises(ComfyUIWorkflowError, match="no such file"):
         _read(tmp_path / "absent.csv")
     (tmp_path / "items.txt").write_text("x")
-    with pytest.raises(ComfyUIWorkflowError, match="use a .jsonl or .csv file"):
+    with pytest.raises(ComfyUIWorkflowError, match=r"use a \.jsonl or \.csv file"):
         _read(tmp_path / "items.txt")
     (tmp_path / "dup.csv").write_text("a,a\n1,2\n")
     with pytest.raises(ComfyUIWorkflowError, match="empty or repeated column names"):

@@ -94,6 +94,6 @@ def test_items_finished_earlier_are_not_rendered_again(standin: StandInServer, t
     out = tmp_path / "out"
     items = [{"key": f"k{n}"} for n in range(3)]
     make_run(pool_hook(standin), items, out).run()
-    summary = make_run(pool_hook(standin), items + [{"key": "k3"}], out, try_number=2).run()
+    summary = make_run(pool_hook(standin), [*items, {"key": "k3"}], out, try_number=2).run()
     assert (summary.succeeded, summary.earlier, summary.total) == (4, 3, 4)
     assert len(standin.submissions) == 4
