@@ -52,8 +52,9 @@ class ComfyUIBatchOperator(FailFastTemplates, BaseOperator):
     :param deferrable: free the worker slot while prompts run (default ``[operators] default_deferrable``).
     :param check_interval: seconds between status reads when no WebSocket message comes sooner.
     :param unreachable_grace: seconds a server may fail to answer before its waiting items move to
-        others (and, when every server is gone that long, before the task fails).
-    :param progress_interval: seconds between progress lines (and, deferred, the longest trigger wait).
+        others (and, when every server is gone that long, before the task fails); deferred, the
+        longest the trigger waits before the worker looks again even if no prompt ended.
+    :param progress_interval: seconds between progress lines.
     :param capability_routing: use only servers whose /object_info has every node type of the workflow.
     """
 
@@ -170,7 +171,7 @@ class ComfyUIBatchOperator(FailFastTemplates, BaseOperator):
             trigger = ComfyUIBatchTrigger(
                 self.comfyui_conn_id,
                 waiting,
-                wake_after=self.progress_interval,
+                wake_after=self.unreachable_grace,
                 poll_interval=self.check_interval,
                 cancel_on_kill=self.cancel_on_kill,
             )
