@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 from airflow.sdk.exceptions import AirflowFailException, TaskDeferred
-from operators.support import FakeTI, image_workflow, make_context
+from operators.support import FakeTI, first_event, image_workflow, make_context
 
 from airflow_comfy.operators.batch import ComfyUIBatchOperator
 from airflow_comfy.taskflow import run_batch
@@ -24,15 +24,6 @@ def _op(conn_id: str, items: Any, out: Path, **kwargs: Any) -> ComfyUIBatchOpera
     return ComfyUIBatchOperator(
         task_id="batch", items=items, output_dir=str(out), comfyui_conn_id=conn_id, **{**defaults, **kwargs}
     )
-
-
-async def _event(trigger: ComfyUIBatchTrigger, timeout: float = 60.0) -> dict[str, Any]:
-    async def first() -> dict[str, Any]:
-        async for event in trigger.run():
-            return event.payload
-        raise AssertionError("the trigger ended without an event")
-
-    return await asyncio.wait_for(first(), timeout)
 
 
 def test_the_blocking_operator_returns_counts_and_the_manifest(comfy_conn: str, tmp_path: Path) -> None:
@@ -70,7 +61,7 @@ def test_the_deferred_operator_cycles_until_every_item_is_done(
         for n in range(5):
             if f"g{n}" and len(standin.submissions) > n:
                 standin.gates.release(f"g{n}")
-        event = asyncio.run(_event(ComfyUIBatchTrigger(**kwargs)))
+        event = asyncio.run(first_event(ComfyUIBatchTrigger(**kwargs)))
         assert event["status"] in ("changed", "wake")
         try:
             value = op.execute_complete(make_context(ti), event)

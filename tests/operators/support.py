@@ -16,6 +16,7 @@ Invariant: every wait here is bounded and raises on timeout; threads started her
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import itertools
 import json
@@ -148,6 +149,17 @@ def wait_until(predicate: Callable[[], bool], timeout: float = 15.0, what: str =
 
 def wait_state(server: StandInServer, prompt_id: str, state: str, timeout: float = 15.0) -> None:
     wait_until(lambda: state_of(server, prompt_id) == state, timeout, f"prompt {prompt_id} {state}")
+
+
+async def first_event(trigger: Any, timeout: float = 60.0) -> dict[str, Any]:
+    """The payload of the first event ``trigger.run()`` yields, within ``timeout`` seconds."""
+
+    async def first() -> dict[str, Any]:
+        async for event in trigger.run():
+            return event.payload
+        raise AssertionError("the trigger ended without an event")
+
+    return await asyncio.wait_for(first(), timeout)
 
 
 @pytest.fixture
