@@ -91,11 +91,15 @@ def test_files_are_read_as_a_stream(tmp_path: Path) -> None:
     assert count_items(path) == 1000
 
 
-def test_object_storage_items(tmp_path: Path) -> None:
-    path = tmp_path / "remote.csv"
-    path.write_text("key,1.seed\nx,1\n")
-    [item] = _read(f"file://{path}")
-    assert item.key == "x"
+def test_object_storage_items(memory_storage: str) -> None:
+    from airflow.sdk import ObjectStoragePath
+
+    ObjectStoragePath(f"{memory_storage}/in/items.csv").write_text("key,1.seed\nx,1\ny,2\n")
+    found = _read(f"{memory_storage}/in/items.csv")
+    assert [(i.key, i.where) for i in found] == [("x", "line 2 of items.csv"), ("y", "line 3 of items.csv")]
+    assert count_items(f"{memory_storage}/in/items.csv") == 2
+    with pytest.raises(ComfyUIWorkflowError, match="no such object"):
+        _read(f"{memory_storage}/in/absent.jsonl")
 
 
 def test_unusable_sources_are_errors_of_the_batch(tmp_path: Path) -> None:

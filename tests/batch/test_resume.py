@@ -81,6 +81,11 @@ def test_a_retry_with_an_object_storage_manifest_looks_for_unrecorded_prompts(
     ).run()
     assert summary.succeeded == 6
     assert Counter(standin.submissions).most_common(1)[0][1] == 1
+    from airflow_comfy.batch import read_manifest
+
+    lines = list(read_manifest(location))
+    assert sorted(line["key"] for line in lines) == [f"k{n}" for n in range(6)]
+    assert all(line["outputs"][0].startswith(f"{location}/{line['key']}/") for line in lines)
 
 
 def test_a_manifest_of_other_work_is_refused(standin: StandInServer, tmp_path: Path) -> None:
