@@ -114,9 +114,14 @@ class Ledger:
             return None
         return f"{reason}; not submitted again" + ("" if self.resubmit_lost else " (resubmit_lost is off)")
 
-    def requeue(self, prompt_id: str, *, next_attempt: bool = False) -> None:
+    def requeue(self, prompt_id: str, *, next_attempt: bool = False, front: bool = False) -> None:
+        """Take ``prompt_id`` out of the flight; its item is submitted again (``front``: next)."""
         entry = self.in_flight.pop(prompt_id)
-        self.retry.append((entry.item, entry.attempt + (1 if next_attempt else 0)))
+        taken = (entry.item, entry.attempt + (1 if next_attempt else 0))
+        if front:
+            self.retry.appendleft(taken)
+        else:
+            self.retry.append(taken)
 
     # --- servers -----------------------------------------------------------------------------------
 

@@ -91,7 +91,7 @@ class ItemPreparer:
             workflow, _answers = wire_inputs(
                 client, workflow, item.inputs, subfolder=self.input_subfolder, object_info=info, cache=cache
             )
-        names = frozenset(item.overrides) | frozenset(item.inputs)
+        names = frozenset(map(str, item.overrides)) | frozenset(item.inputs)
         seen = self._checked.setdefault(url, {frozenset()})
         if self.validate and info is not None and names not in seen:
             result = validate_prompt(workflow, info)
@@ -99,6 +99,23 @@ class ItemPreparer:
                 raise errors.validation_error({"error": result.error, "node_errors": result.node_errors})
             seen.add(names)
         return workflow
+
+
+def blames_item(base: Mapping[str, Any], workflow: Mapping[str, Any], exc: ComfyUIValidationError) -> bool:
+    """Whether ComfyUI's rejection of an item's workflow names an input the item changed (else the
+    workflow itself does not fit that server, e.g. a model file it lacks)."""
+    changed: set[tuple[str, str | None]] = set()
+    for node_id, node in workflow.items():
+        inputs = node.get("inputs") or {}
+        before = (base.get(node_id) or {}).get("inputs") or {}
+        changed.update((node_id, name) for name, value in inputs.items() if before.get(name) != value)
+    changed.update((node_id, None) for node_id, _name in list(changed))
+    for node_id, found in exc.node_errors.items():
+        for error in (found or {}).get("errors") or [{}]:
+            name = ((error or {}).get("extra_info") or {}).get("input_name")
+            if (str(node_id), name if isinstance(name, str) else None) in changed:
+                return True
+    return False
 
 
 def item_problem(exc: BaseException) -> str | None:

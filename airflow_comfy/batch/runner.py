@@ -10,11 +10,10 @@ outcomes to the ledger, fill the free slots with new items (journal line, then P
 the finished items (downloads, manifest lines). Rounds are started by the servers' WebSocket
 messages (one socket per server; without it, every ``check_interval`` seconds).
 
-Resuming (a retry, or the next deferral cycle): items with a manifest line are skipped; prompts of
-the journal are taken over as in flight (rule 3 of the ledger). When the journal may be behind (an
-object-storage manifest after a killed try), fresh items are first looked for on every server, until
-``window`` (servers x ``max_in_flight``) of them in a row are found nowhere: items are posted one at
-a time in order, so the posted ones form a prefix of the items.
+Resuming (a retry, or the next deferral cycle) is :mod:`airflow_comfy.batch.resume`. When the
+journal may be behind (an object-storage manifest after a killed try), fresh items are first looked
+for on every server, until ``window`` (servers x ``max_in_flight``) of them in a row are found
+nowhere: items are posted one at a time in order, so the posted ones form a prefix of the items.
 
 Invariants: no prompt id is posted twice by one try, and never when an earlier try's prompt for it
 is queued, running or finished; stopping cancels only this batch's prompts; every wait is bounded
@@ -32,12 +31,14 @@ from airflow_comfy.batch.items import BatchItem, ItemError, read_items
 from airflow_comfy.batch.ledger import InFlight, Ledger
 from airflow_comfy.batch.manifest import Manifest, ManifestState
 from airflow_comfy.batch.outcomes import Outcomes
-from airflow_comfy.batch.prepare import ItemPreparer, batch_digest, item_problem, item_prompt_id
-from airflow_comfy.batch.records import BatchSummary, epoch, iso
+from airflow_comfy.batch.prepare import ItemPreparer, batch_digest, blames_item, item_problem, item_prompt_id
+from airflow_comfy.batch.records import BatchSummary, iso
+from airflow_comfy.batch.resume import take_over
 from airflow_comfy.batch.signals import ServerSignals
 from airflow_comfy.exceptions import (
     ComfyUIConnectionError,
     ComfyUIError,
+    ComfyUIValidationError,
     ComfyUIWorkflowError,
 )
 from airflow_comfy.hooks import pool
@@ -113,44 +114,21 @@ class BatchRun:
             )
         self.preparer.base(self.hook.client(first))
         self.state = self.manifest.load_state()
-        finished = list(self.state.finished.values())
-        self.ledger.succeeded = sum(1 for f in finished if f.status == "succeeded")
-        self.ledger.failed = len(finished) - self.ledger.succeeded
-        self.ledger.baseline = len(finished)
-        self.ledger.earlier = sum(1 for f in finished if f.try_number < self.try_number)
-        self.ledger.total = self._scan(first, resumed=not continuing)
+        self.ledger.total = take_over(
+            read_items(self.options.items, self.options.item_spec),
+            self.state,
+            self.ledger,
+            lambda item: item_prompt_id(self.task, self.identity, item),
+            default_server=first,
+            resumed=not continuing,
+            where=self.manifest.path,
+            try_number=self.try_number,
+        )
         if self.retry and not continuing and not self.manifest.exact:
             self._unsure = len(self.ledger.servers) * self.options.max_in_flight
         self._items = read_items(self.options.items, self.options.item_spec)
         self.ledger.started_at = time.monotonic()
         self.signals = ServerSignals(self.hook, self.ledger.servers, self.client_id, self.log)
-
-    def _scan(self, default_server: str, *, resumed: bool) -> int:
-        """Count the items, check that the manifest is this batch's, and take over the journal's
-        prompts with their full items (one pass over the items)."""
-        total = 0
-        for raw in read_items(self.options.items, self.options.item_spec):
-            total += 1
-            if isinstance(raw, ItemError):
-                continue
-            done = self.state.finished.get(raw.key)
-            if (
-                done is not None
-                and done.prompt_id
-                and done.prompt_id != item_prompt_id(self.task, self.identity, raw)
-            ):
-                raise ComfyUIWorkflowError(
-                    f"{self.manifest.path} already lists {raw.describe()} for other work (another run, "
-                    "task or workflow, or the item changed): give each run its own output_dir, e.g. one "
-                    "ending in {{ run_id }}"
-                )
-            sub = self.state.submitted.get(raw.key)
-            if sub is None or done is not None:
-                continue
-            server = sub.server if sub.server in self.ledger.servers else default_server
-            entry = InFlight(raw, sub.prompt_id, server, epoch(sub.queued_at), sub.attempt, resumed=resumed)
-            self.ledger.add(entry)
-        return total
 
     def _survey(self, *, first: bool = False) -> None:
         """The pool's servers (capability routing) and their queue lengths: every :data:`SURVEY_EVERY`
@@ -179,7 +157,7 @@ class BatchRun:
             if state.eligible:
                 self._queues[state.url] = state.queue_remaining or 0
                 self.ledger.server_answered(state.url)
-            else:
+            elif state.url not in self.ledger.down_since:  # logged when it goes down, not at every survey
                 self.ledger.server_failed(state.url, now)
                 self.log.warning("ComfyUI server %s: %s", state.url, state.problem)
 
@@ -195,12 +173,8 @@ class BatchRun:
         self._progress()
 
     def complete(self) -> bool:
-        return (
-            self._exhausted
-            and not self.ledger.in_flight
-            and not self.ledger.retry
-            and not self.outcomes.ready
-        )
+        ledger = self.ledger
+        return self._exhausted and not ledger.in_flight and not ledger.retry and not self.outcomes.ready
 
     def run(self) -> BatchSummary:
         """Run to the end in this process (the blocking form)."""
@@ -317,6 +291,14 @@ class BatchRun:
         client = self.hook.client(server)
         prompt_id = item_prompt_id(self.task, self.identity, item)
         try:
+            self.preparer.base(client)
+        except (ComfyUIValidationError, ComfyUIWorkflowError) as exc:
+            self.ledger.retry.appendleft((item, attempt))
+            self._drop_server(server, exc)
+            return
+        except ComfyUIError:
+            pass  # unreachable: handled with the item below
+        try:
             workflow = self.preparer.for_item(client, item)
         except (ComfyUIError, OSError) as exc:
             problem = item_problem(exc)
@@ -341,16 +323,31 @@ class BatchRun:
         self.ledger.add(entry)
         try:
             client.submit_prompt(workflow, client_id=self.client_id, prompt_id=prompt_id)
+        except ComfyUIValidationError as exc:
+            if blames_item(self.preparer.base(client), workflow, exc):
+                self.outcomes.fail(item, str(exc), entry)
+            else:  # the workflow does not fit this server (ComfyUI's own checks, e.g. a missing file)
+                self.ledger.requeue(prompt_id, front=True)
+                self._drop_server(server, exc)
         except ComfyUIError as exc:
             problem = item_problem(exc)
             if problem is not None:
                 self.outcomes.fail(item, problem, entry)
             elif exc.never_sent:  # not posted: it may go elsewhere
-                self.ledger.requeue(prompt_id)
+                self.ledger.requeue(prompt_id, front=True)
                 self.ledger.server_failed(server, time.monotonic())
             else:  # it may have arrived: tracking tells (found, or confirmed absent → lost rule)
                 self.ledger.server_failed(server, time.monotonic())
                 entry.resumed = True
+
+    def _drop_server(self, server: str, exc: ComfyUIError) -> None:
+        """``server`` cannot run the batch's workflow (a model or node missing there): not used again;
+        raises when it was the last one."""
+        others = [s for s in self.ledger.servers if s != server]
+        if not others:
+            raise exc
+        self.log.warning("%s cannot run this workflow, not used by this batch: %s", server, exc)
+        self.ledger.servers = others
 
     # --- recording ----------------------------------------------------------------------------------
 

@@ -30,6 +30,9 @@ from airflow_comfy.testing.loopthread import TIMEOUT, LoopThread
 from airflow_comfy.testing.server import StandInState, make_app
 
 _T = TypeVar("_T")
+#: Seconds ``stop()`` lets requests still being handled (an open WebSocket whose client does not
+#: answer the close) finish before they are cut: a stopped server goes away, as a killed one would.
+SHUTDOWN_TIMEOUT = 2.0
 
 
 class StandInServer:
@@ -145,7 +148,9 @@ class StandInServer:
         hub = Hub(lambda: self.faults.silenced, lambda: self._require_state().engine.queue_info())
         hub.start(loop)
         self._state = StandInState(self.folders, self._new_engine(hub), hub, self.faults)
-        self._runner = web.AppRunner(make_app(self._state), access_log=None, handle_signals=False)
+        self._runner = web.AppRunner(
+            make_app(self._state), access_log=None, handle_signals=False, shutdown_timeout=SHUTDOWN_TIMEOUT
+        )
         await self._runner.setup()
         await self._listen()
         self.faults.bind(self._refuse_from_thread, self._drop_from_thread, hub.emit_raw)

@@ -66,3 +66,20 @@ def test_a_batch_whose_servers_are_all_gone_fails_and_a_retry_finishes_it(tmp_pa
     with StandInServer(base_dir=tmp_path / "new") as new:  # the replacement (its journal entries are unknown)
         summary = make_run(pool_hook(new), items, tmp_path / "o", try_number=2).run()
         assert summary.succeeded == 3 and len(new.submissions) == 3
+
+
+def test_a_server_that_cannot_run_the_workflow_is_left_out(tmp_path: Path) -> None:
+    from PIL import Image
+
+    picture = tmp_path / "only-on-a.png"
+    Image.new("RGB", (8, 8), (1, 2, 3)).save(picture)
+    workflow = {
+        "1": {"class_type": "LoadImage", "inputs": {"image": "only-on-a.png"}},
+        "9": {"class_type": "SaveImage", "inputs": {"images": ["1", 0], "filename_prefix": "b/in"}},
+    }
+    with StandInServer(base_dir=tmp_path / "a") as a, StandInServer(base_dir=tmp_path / "b") as b:
+        pool_hook(a).upload_image(picture, filename="only-on-a.png", subfolder="")
+        summary = make_run(pool_hook(a, b), [{"key": f"k{n}", "9.filename_prefix": f"b/{n}"} for n in range(6)],
+                           tmp_path / "o", workflow=workflow).run()  # fmt: skip
+        assert (summary.succeeded, summary.failed) == (6, 0)
+        assert len(a.submissions) == 6 and b.submissions == []
