@@ -4,9 +4,9 @@
    ``inputs/products_styles.csv`` (4 products x 3 styles = 12 rows) as a stream and runs
    ``scale_blur_save.json`` once per row: ``fields`` maps the CSV columns to the workflow's inputs
    (``color`` → the ``Canvas`` node, ``width``/``height`` → ``Resize``, ``blur_radius`` → ``Blur``);
-   the ``render`` column names each item (``key_field``). At most ``max_in_flight`` prompts wait on
-   each server of the connection (``extra.hosts`` adds servers); the task returns the manifest's
-   path and the counts, not the 12 paths.
+   the ``render`` column names each item (``key_field``). At most ``max_in_flight`` prompts are
+   queued or running on each server of the connection (``extra.hosts`` adds servers); the task
+   returns the manifest's path and the counts, not the 12 paths.
 2. ``report`` reads the manifest (``manifest.jsonl``, one line per item with its status, prompt id,
    server, outputs and times) with :func:`airflow_comfy.batch.read_manifest` and returns a summary.
 
