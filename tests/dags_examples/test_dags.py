@@ -2,7 +2,8 @@
 
 Runs go through :func:`airflow_comfy.testing.dags.run_dag` (migrated DB once per process, connection
 ``comfyui_default`` pointed at the session's stand-in). ``comfyui_batch_mapped`` covers
-``.partial().expand()`` and the deferrable path with the trigger run inline by ``dag.test()``.
+``.partial().expand()`` and the deferrable path with the trigger run inline by ``dag.test()``;
+``comfyui_batch_products`` the batch operator over a CSV and a downstream task reading its manifest.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from .conftest import DAGS_FOLDER
 EXAMPLES = {
     "comfyui_single_prompt",
     "comfyui_batch_mapped",
+    "comfyui_batch_products",
     "comfyui_submit_then_sense",
     "comfyui_etl_folder",
     "comfyui_assets_producer",
@@ -73,6 +75,65 @@ def test_batch_mapped_renders_every_variant(session_standin: StandInServer, exam
     prompt_ids = {result.xcom("render", "prompt_id", i) for i in range(6)}
     assert len(prompt_ids) == 6 and prompt_ids <= set(session_standin.submissions)
     assert result.return_value("collect") == 6
+
+
+def test_batch_products_renders_every_row_and_reports_from_the_manifest(
+    session_standin: StandInServer, example_outputs: Path
+) -> None:
+    import csv
+
+    from airflow_comfy.batch import read_manifest
+
+    with (DAGS_FOLDER / "inputs" / "products_styles.csv").open(newline="") as handle:
+        rows = {row["render"]: row for row in csv.DictReader(handle)}
+    assert len(rows) == 12
+
+    result = run_dag("comfyui_batch_products", DAGS_FOLDER, comfyui_url=session_standin.url)
+
+    result.raise_for_state()
+    assert result.task_states == {("render", -1): "success", ("report", -1): "success"}
+    batch = result.return_value("render")
+    run_folder = example_outputs / "comfyui_batch_products" / result.run_id
+    assert batch == {
+        "manifest": f"file://{run_folder}/manifest.jsonl",
+        "total": 12,
+        "succeeded": 12,
+        "failed": 0,
+        "finished_earlier": 0,
+        "errors": [],
+    }
+    records = list(read_manifest(batch["manifest"]))
+    assert sorted(r["key"] for r in records) == sorted(rows)
+    assert {r["status"] for r in records} == {"succeeded"}
+    assert not (run_folder / "manifest.pending.jsonl").exists()  # the journal goes once all finished
+    prompt_ids = [r["prompt_id"] for r in records]
+    assert len(set(prompt_ids)) == 12 and set(prompt_ids) <= set(session_standin.submissions)
+    for record in records:
+        row = rows[record["key"]]
+        assert record["position"] == list(rows).index(record["key"])
+        assert record["overrides"] == {
+            "Canvas.color": row["color"],
+            "Resize.width": row["width"],
+            "Resize.height": row["height"],
+            "Blur.blur_radius": row["blur_radius"],
+        }
+        assert record["server"] == session_standin.url and record["error"] is None
+        [path] = record["outputs"]
+        local = Path(path)
+        assert local.is_file() and local.is_relative_to(run_folder / record["key"])
+        with Image.open(local) as image:  # the row's size and colour reached the workflow
+            assert image.size == (int(row["width"]), int(row["height"]))
+            color = int(row["color"])
+            center = image.convert("RGB").getpixel((image.width // 2, image.height // 2))
+            assert center == (color >> 16, (color >> 8) & 0xFF, color & 0xFF)
+        assert record["queued_at"] <= record["started_at"] <= record["finished_at"]
+    report = result.return_value("report")
+    assert report["succeeded"] == 12 and report["failed"] == 0 and report["failures"] == {}
+    assert report["outputs"] == 12 and report["per_server"] == {session_standin.url: 12}
+    first_output: dict[str, str] = {}
+    for record in records:  # in the manifest's order, as the report reads it
+        first_output.setdefault(rows[record["key"]]["product"], record["outputs"][0])
+    assert report["samples"] == [first_output[product] for product in sorted(first_output)]
 
 
 def test_submit_then_sense(session_standin: StandInServer, example_outputs: Path) -> None:

@@ -32,6 +32,7 @@ pytestmark = [pytest.mark.deployment, pytest.mark.timeout(900)]
 EXAMPLES = {
     "comfyui_single_prompt",
     "comfyui_batch_mapped",
+    "comfyui_batch_products",
     "comfyui_submit_then_sense",
     "comfyui_etl_folder",
     "comfyui_assets_producer",
@@ -106,6 +107,7 @@ def test_outputs_are_written_under_the_run_id(deployment, runs):
     outputs = Path(deployment.env["AIRFLOW_COMFY_OUTPUT_DIR"])
     expected = {"comfyui_single_prompt": 1, BATCH: BATCH_SIZE, "comfyui_etl_folder": 3}
     expected["comfyui_assets_producer"] = 1
+    expected["comfyui_batch_products"] = 12
     for dag_id, count in expected.items():
         run_id, _ = runs[dag_id]
         files = sorted((outputs / dag_id / run_id).rglob("*.png"))
