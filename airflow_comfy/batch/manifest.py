@@ -28,12 +28,13 @@ import shutil
 import tempfile
 import time
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import IO, Any
 
 MANIFEST = "manifest.jsonl"
 JOURNAL = "manifest.pending.jsonl"
 FINAL = frozenset({"succeeded", "failed"})
+MAX_ERRORS_KEPT = 5
 
 
 @dataclass(frozen=True)
@@ -64,6 +65,7 @@ class ManifestState:
 
     finished: dict[str, Finished]
     submitted: dict[str, Submitted]
+    errors: list[str] = field(default_factory=list)  # the first failures recorded (for the task's error)
 
 
 def is_remote(location: str) -> bool:
@@ -132,7 +134,10 @@ class Manifest:
             self._fetch(JOURNAL)
         finished: dict[str, Finished] = {}
         submitted: dict[str, Submitted] = {}
+        errors: list[str] = []
         for record in self._read_local(MANIFEST):
+            if record.get("status") == "failed" and len(errors) < MAX_ERRORS_KEPT:
+                errors.append(f"item {record['key']!r}: {record.get('error')}")
             if record.get("status") in FINAL:
                 finished[record["key"]] = Finished(
                     record["status"],
@@ -151,7 +156,7 @@ class Manifest:
                     str(record.get("queued_at") or ""),
                     int(record.get("attempt") or 1),
                 )
-        return ManifestState(finished, submitted)
+        return ManifestState(finished, submitted, errors)
 
     def _read_local(self, name: str) -> Iterator[dict[str, Any]]:
         path = self._local_path(name)

@@ -7,7 +7,7 @@ once by :meth:`BatchOptions.checked`, so that a wrong value fails the task befor
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -40,8 +40,11 @@ class BatchOptions:
         """These options, or ``ValueError`` naming the first wrong one."""
         if not self.output_dir:
             raise ValueError("output_dir is required: the manifest (and the downloads) are written there")
-        if isinstance(self.items, Mapping):
-            raise ValueError("items must be a list of objects or a .jsonl / .csv file, not an object")
+        if isinstance(self.items, Mapping) or not isinstance(self.items, str | os.PathLike | Sequence):
+            raise ValueError(
+                "items must be a list of objects or a .jsonl / .csv file (read twice: once to count and "
+                f"check, once to run), not {type(self.items).__name__}"
+            )
         if self.max_in_flight < 1:
             raise ValueError(f"max_in_flight must be at least 1, got {self.max_in_flight}")
         if isinstance(self.max_failed, bool) or self.max_failed < 0:

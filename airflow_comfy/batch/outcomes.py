@@ -14,7 +14,6 @@ absent or interrupted is left alone (it may be this batch's own cancel: the next
 from __future__ import annotations
 
 import threading
-import time
 from typing import TYPE_CHECKING, Any
 
 from airflow_comfy.batch.items import BatchItem, ItemError
@@ -105,7 +104,7 @@ class Outcomes:
         self.log.warning("%s failed: %s", item.describe(), message)
         self.manifest.finished(
             manifest_line(
-                entry or InFlight(item, "", "", time.time()),
+                entry or InFlight(item, "", "", 0.0),  # never queued
                 "failed",
                 error=message,
                 try_number=self.try_number,

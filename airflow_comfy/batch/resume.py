@@ -6,9 +6,10 @@ the journal with no manifest line are taken over as in flight on the server they
 with their full items; the next round reads their status (rule 3 of
 :mod:`airflow_comfy.batch.ledger` says what an absent one becomes).
 
-Invariant: a manifest line whose prompt id is not the one this task instance would give the item
-(another run, task or workflow wrote into the same ``output_dir``, or the item changed) stops the
-batch before anything is posted: its results would be mixed with another batch's.
+Invariant: at the start of a try, a manifest line whose prompt id is not the one this task instance
+would give the item (another run, task or workflow wrote into the same ``output_dir``, or the item
+changed) stops the batch before anything is posted: its results would be mixed with another
+batch's. (Deferral cycles of the try do not check again.)
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ def take_over(
     where: str,
     try_number: int,
 ) -> int:
+    check = resumed  # a deferral cycle continues what this try checked at its start
     """Count what the manifest holds (as of try ``try_number``), check it against ``items``, put the
     journal's prompts in flight; returns the number of items.
 
@@ -45,13 +47,14 @@ def take_over(
     ledger.failed = len(finished) - ledger.succeeded
     ledger.baseline = len(finished)
     ledger.earlier = sum(1 for f in finished if f.try_number < try_number)
+    ledger.errors = list(state.errors)  # failures of earlier tries count against max_failed too
     total = 0
     for raw in items:
         total += 1
         if isinstance(raw, ItemError):
             continue
         done = state.finished.get(raw.key)
-        if done is not None and done.prompt_id and done.prompt_id != prompt_id_of(raw):
+        if check and done is not None and done.prompt_id and done.prompt_id != prompt_id_of(raw):
             raise ComfyUIWorkflowError(
                 f"{where} already lists {raw.describe()} for other work (another run, task or workflow, "
                 "or the item changed): give each run its own output_dir, e.g. one ending in {{ run_id }}"

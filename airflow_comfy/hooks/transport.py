@@ -15,6 +15,7 @@ proxy's error page may echo back); JSON answers are read with the bound of
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
@@ -48,7 +49,14 @@ class Transport:
             session = requests.Session()
             session.headers.update(self.settings.auth_headers)
             session.verify = self.settings.verify
-            session.trust_env = True
+            # The environment's proxies (HTTP(S)_PROXY, NO_PROXY) and CA bundle are read once here,
+            # not on every request as trust_env does (a batch makes thousands); ~/.netrc is not used:
+            # credentials come from the connection.
+            session.trust_env = False
+            session.proxies.update(requests.utils.get_environ_proxies(self.settings.base_url))
+            bundle = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
+            if self.settings.verify is True and bundle:
+                session.verify = bundle
             self._session = session
         return self._session
 

@@ -102,3 +102,16 @@ def test_items_finished_earlier_are_not_rendered_again(standin: StandInServer, t
     summary = make_run(pool_hook(standin), [*items, {"key": "k3"}], out, try_number=2).run()
     assert (summary.succeeded, summary.earlier, summary.total) == (4, 3, 4)
     assert len(standin.submissions) == 4
+
+
+def test_failures_of_earlier_tries_count_against_the_budget(standin: StandInServer, tmp_path: Path) -> None:
+    from airflow_comfy.exceptions import ComfyUIBatchFailedError
+
+    out = tmp_path / "out"
+    items = [{"key": "good"}, {"key": "bad", "77.color": 1}]
+    with pytest.raises(ComfyUIBatchFailedError):
+        make_run(pool_hook(standin), items, out).run()
+    with pytest.raises(ComfyUIBatchFailedError, match="item 'bad': override '77' matches no node") as again:
+        make_run(pool_hook(standin), items, out, try_number=2).run()
+    assert again.value.counts["failed"] == 1 and again.value.counts["finished_earlier"] == 2
+    assert len(standin.submissions) == 1  # the good item ran once; the bad one was not tried again
