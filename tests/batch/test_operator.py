@@ -130,4 +130,6 @@ def test_one_asset_event_per_batch_carries_the_manifest(comfy_conn: str, tmp_pat
 
 def test_items_that_can_be_read_only_once_are_refused() -> None:
     with pytest.raises(ValueError, match="not generator"):
-        ComfyUIBatchOperator(task_id="b", workflow={}, items=({"key": n} for n in range(3)), output_dir="/tmp/x")
+        ComfyUIBatchOperator(
+            task_id="b", workflow={}, items=({"key": n} for n in range(3)), output_dir="/tmp/x"
+        )
