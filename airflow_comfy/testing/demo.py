@@ -113,8 +113,9 @@ def _server(url: str | None, home: Path) -> Iterator[tuple[str, Path | None]]:
 
 def _files(value: Any) -> list[str]:
     """Every existing file path inside a task's return value (lists and dicts are searched)."""
-    if isinstance(value, str):
-        return [value] if Path(value).is_file() else []
+    if isinstance(value, str):  # a path, or a file:// URI (a batch's manifest, object-storage style)
+        path = value.removeprefix("file://")
+        return [path] if Path(path).is_file() else []
     if isinstance(value, dict):
         return [p for item in value.values() for p in _files(item)]
     if isinstance(value, list | tuple):
