@@ -23,6 +23,7 @@ EXAMPLES = {
     "comfyui_single_prompt",
     "comfyui_batch_mapped",
     "comfyui_batch_products",
+    "comfyui_batch_deferred",
     "comfyui_submit_then_sense",
     "comfyui_etl_folder",
     "comfyui_assets_producer",
@@ -134,6 +135,32 @@ def test_batch_products_renders_every_row_and_reports_from_the_manifest(
     for record in records:  # in the manifest's order, as the report reads it
         first_output.setdefault(rows[record["key"]]["product"], record["outputs"][0])
     assert report["samples"] == [first_output[product] for product in sorted(first_output)]
+
+
+def test_batch_deferred_renders_xcom_items_across_deferrals(
+    session_standin: StandInServer, example_outputs: Path
+) -> None:
+    from airflow_comfy.batch import read_manifest
+
+    result = run_dag("comfyui_batch_deferred", DAGS_FOLDER, comfyui_url=session_standin.url)
+
+    result.raise_for_state()
+    assert result.task_states == {
+        ("variants", -1): "success",
+        ("render", -1): "success",
+        ("summary", -1): "success",
+    }
+    batch = result.return_value("render")
+    run_folder = example_outputs / "comfyui_batch_deferred" / result.run_id
+    assert (batch["total"], batch["succeeded"], batch["failed"]) == (6, 6, 0)
+    records = {r["key"]: r for r in read_manifest(batch["manifest"])}
+    assert sorted(records) == [f"blur-{radius}" for radius in range(1, 7)]
+    for radius in range(1, 7):
+        record = records[f"blur-{radius}"]
+        assert record["overrides"] == {"Blur.blur_radius": radius, "Canvas.color": 0x2050A0 + radius}
+        [path] = record["outputs"]
+        assert Path(path).is_relative_to(run_folder / f"blur-{radius}") and Path(path).is_file()
+    assert result.return_value("summary").startswith("6 of 6 rendered, 0 failed")
 
 
 def test_submit_then_sense(session_standin: StandInServer, example_outputs: Path) -> None:

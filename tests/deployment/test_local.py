@@ -33,6 +33,7 @@ EXAMPLES = {
     "comfyui_single_prompt",
     "comfyui_batch_mapped",
     "comfyui_batch_products",
+    "comfyui_batch_deferred",
     "comfyui_submit_then_sense",
     "comfyui_etl_folder",
     "comfyui_assets_producer",
@@ -108,6 +109,7 @@ def test_outputs_are_written_under_the_run_id(deployment, runs):
     expected = {"comfyui_single_prompt": 1, BATCH: BATCH_SIZE, "comfyui_etl_folder": 3}
     expected["comfyui_assets_producer"] = 1
     expected["comfyui_batch_products"] = 12
+    expected["comfyui_batch_deferred"] = 6
     for dag_id, count in expected.items():
         run_id, _ = runs[dag_id]
         files = sorted((outputs / dag_id / run_id).rglob("*.png"))
@@ -155,6 +157,19 @@ def test_deferred_wait_ran_in_the_triggerer(deployment, runs):
         task_log = deployment.task_log(BATCH, run_id, "render", index)
         # no error line in a run that did not fail (issue 12, item 10)
         assert "XCom not found" not in task_log
+
+
+def test_the_deferred_batch_waited_in_the_triggerer(deployment, runs):
+    run_id, _ = runs["comfyui_batch_deferred"]
+    triggerers = {
+        job["id"] for job in deployment.api("GET", "/jobs", params={"job_type": "TriggererJob"})["jobs"]
+    }
+    logs = deployment.trigger_logs("comfyui_batch_deferred", run_id, "render", -1)
+    assert logs and set(logs) <= triggerers, (logs, triggerers)
+    text = "\n".join(logs.values())
+    assert "Waiting for one of" in text and "Trigger fired event" in text, text
+    task_log = deployment.task_log("comfyui_batch_deferred", run_id, "render", -1)
+    assert "Batch finished: 6 done, 0 failed" in task_log, task_log[-3000:]
 
 
 def test_killed_triggerer_is_replaced_and_the_deferred_tasks_succeed(deployment, standin, runs):
