@@ -160,3 +160,38 @@ def test_a_stop_signal_ends_the_batch_and_cancels_its_prompts(
     standin.wait_idle()
     states = {pid: standin.engine.history.get(pid) for pid in standin.submissions}
     assert all(entry is None or entry["status"]["status_str"] != "success" for entry in states.values())
+
+
+def test_validation_runs_once_per_set_of_overridden_names(
+    standin: StandInServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from airflow_comfy.batch import prepare
+
+    calls: list[frozenset[str]] = []
+    real = prepare.validate_prompt
+
+    def counting(workflow, info, **kwargs):  # type: ignore[no-untyped-def]
+        calls.append(frozenset(workflow))
+        return real(workflow, info, **kwargs)
+
+    monkeypatch.setattr(prepare, "validate_prompt", counting)
+    items = [{"key": f"c{n}", "1.color": n} for n in range(5)] + [
+        {"key": f"w{n}", "1.width": 8 + n} for n in range(5)
+    ]
+    assert make_run(pool_hook(standin), items, tmp_path / "o").run().succeeded == 10
+    assert len(calls) == 2  # {1.color} once, {1.width} once; the workflow itself once before (prepare_for)
+
+
+def test_a_kill_cancels_only_this_batchs_prompts(standin: StandInServer, tmp_path: Path, in_thread) -> None:
+    from operators.support import gated_workflow, state_of, submit
+
+    theirs = submit(standin, gated_workflow("theirs", prefix="other/x"))  # someone else's, queued first
+    run = make_run(pool_hook(standin), gated_items(2), tmp_path / "o", workflow=gate_workflow())
+    done = in_thread(run.run)
+    wait_until(lambda: len(standin.submissions) == 3, what="the batch's two prompts queued")
+    run.kill("the test killed the task")
+    with pytest.raises(Exception, match="stopped"):
+        done.result(timeout=60)
+    assert state_of(standin, theirs) in ("running", "pending")
+    standin.gates.release("theirs")
+    wait_until(lambda: state_of(standin, theirs) == "success", what="their prompt finished")
