@@ -143,7 +143,11 @@ def summary(result: DagRunResult, *, home: Path, standin_dir: Path | None) -> li
     opener = "open" if sys.platform == "darwin" else "xdg-open"
     if local:
         lines += ["", f"Output files ({len(local)}):", *(f"  {path}" for path in local)]
-        lines.append(f"Open one with an image viewer, e.g.: {opener} '{local[0]}'")
+        media = [path for path in local if not path.endswith(".jsonl")]
+        if media:
+            lines.append(f"Open one with an image viewer, e.g.: {opener} '{media[0]}'")
+        if len(media) < len(local):
+            lines.append("A batch's manifest.jsonl lists every item with its output files (one JSON line each).")
     else:
         records = _server_outputs(result)
         if records:
