@@ -147,7 +147,7 @@ def summary(result: DagRunResult, *, home: Path, standin_dir: Path | None) -> li
         if media:
             lines.append(f"Open one with an image viewer, e.g.: {opener} '{media[0]}'")
         if len(media) < len(local):
-            lines.append("A batch's manifest.jsonl lists every item and its output files, one JSON line each.")
+            lines.append("A batch's manifest.jsonl lists every item and its outputs, one JSON line each.")
     else:
         records = _server_outputs(result)
         if records:
