@@ -20,7 +20,8 @@ The key names the item in the manifest, in folders and in errors: the ``key_fiel
 Invariants: items are yielded in their order, each with its position and, for files, its line;
 an item that cannot be read (a malformed line or row, a non-object, an empty or repeated key) is
 yielded as an :class:`ItemError` naming the item where it is, never raised, so one bad row fails
-one item; no function here reads more than one line or row ahead.
+one item (a repeated key is reported as ``<key>@<position>``, never under the first item's key);
+no function here reads more than one line or row ahead.
 """
 
 from __future__ import annotations
@@ -98,10 +99,9 @@ def read_items(items: ItemsSource, spec: ItemSpec) -> Iterator[BatchItem | ItemE
         item = to_item(raw, position, where, spec)
         if isinstance(item, BatchItem):
             first = seen.get(item.key)
-            if first is not None:
-                yield ItemError(
-                    item.key, position, where, f"the key {item.key!r} was already used by {first}"
-                )
+            if first is not None:  # recorded under a key of its own, so the first one's line stands
+                message = f"the key {item.key!r} was already used by {first}"
+                yield ItemError(f"{item.key}@{position}", position, where, message)
                 continue
             seen[item.key] = where
         yield item

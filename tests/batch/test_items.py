@@ -68,7 +68,7 @@ def test_bad_json_lines_non_objects_empty_and_repeated_keys_are_item_errors(tmp_
     assert messages[3] == "item '3' (line 4 of items.jsonl): its key ('key') is empty"
     assert (
         messages[4]
-        == "item 'a' (line 5 of items.jsonl): the key 'a' was already used by line 1 of items.jsonl"
+        == "item 'a@4' (line 5 of items.jsonl): the key 'a' was already used by line 1 of items.jsonl"
     )
 
 
