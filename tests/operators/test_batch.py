@@ -9,14 +9,13 @@ from typing import Any
 
 import pytest
 from airflow.sdk.exceptions import AirflowFailException, TaskDeferred
-from operators.support import FakeTI, first_event, image_workflow, make_context
+from batch.support import FAST, gate_workflow, manifest_lines
 
 from airflow_comfy.operators.batch import ComfyUIBatchOperator
 from airflow_comfy.taskflow import run_batch
 from airflow_comfy.testing import StandInServer
 from airflow_comfy.triggers.batch import ComfyUIBatchTrigger
-
-from .support import FAST, gate_workflow, manifest_lines
+from operators.support import FakeTI, first_event, image_workflow, make_context
 
 
 def _op(conn_id: str, items: Any, out: Path, **kwargs: Any) -> ComfyUIBatchOperator:
