@@ -175,7 +175,9 @@ def test_no_server_usable_is_a_clear_error(three):
     ) as info:
         pool_hook(three).submit_prompt(empty_save())
     assert all(s.url in str(info.value) for s in three)
-    assert time.monotonic() - started < 10
+    # Generous (many times a loaded machine's time): a clear error after the retries, not after
+    # waiting out the start's unreachable grace (300 s by default).
+    assert time.monotonic() - started < 60
 
 
 def test_capability_routing_sends_the_workflow_where_its_nodes_are(three, monkeypatch):
