@@ -169,6 +169,30 @@ def long_timeout(server: Server) -> float:
     return server.blur_seconds * 8 + 60
 
 
+def held_at_12(prompt: dict[str, Any], server: Server, gate: str) -> dict[str, Any]:
+    """``long_about_10s`` held at node 12 until :func:`release` on the stand-in (a ``StandInGate``).
+
+    The live server has no gates: there the run (about 10 s) outlasts the few requests a test makes
+    while it must still run.
+    """
+    if server.handle is not None:
+        prompt["12"] = {"class_type": "StandInGate", "inputs": {"image": ["11", 0], "gate": gate}}
+    return prompt
+
+
+def wait_held(comfy: Comfy, server: Server, prompt_id: str, gate: str) -> None:
+    """Until ``prompt_id`` runs (on the stand-in: until it is held at its gate)."""
+    if server.handle is not None:
+        server.handle.gates.wait_blocked(gate)
+    else:
+        comfy.wait_running(prompt_id)
+
+
+def release(server: Server, gate: str) -> None:
+    if server.handle is not None:
+        server.handle.gates.release(gate)
+
+
 def binary_info(m: Message) -> dict[str, Any]:
     info = m.data if m.kind == "binary" else {}
     keep = {1: ("image_format", "image_magic_hex"), 3: ("node_id", "text"), 4: ("image_magic_hex",)}
