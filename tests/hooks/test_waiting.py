@@ -109,6 +109,21 @@ def test_websocket_interrupted(hook, standin):
     assert info.value.prompt_id == prompt_id and "was interrupted in node 2 (StandInDelay)" in str(info.value)
 
 
+def test_a_stop_that_interrupted_the_prompt_is_reported_as_the_stop(hook, standin):
+    """A kill sets the stop signal, then interrupts the prompt: a status read landing between the
+    interrupt and the waiter's next look at the signal sees "interrupted", the kill's own doing."""
+    prompt_id = hook.submit_prompt(slow_save(10.0, steps=100))["prompt_id"]
+    wait_until(lambda: hook.get_prompt_status(prompt_id).state is PromptState.RUNNING, timeout=30)
+    hook.interrupt(prompt_id)
+    wait_until(lambda: hook.get_prompt_status(prompt_id).state is PromptState.INTERRUPTED, timeout=30)
+    looks = iter([False])  # the signal is set just after the waiter's first look at it
+    waiter = PromptWaiter(
+        hook.client(), prompt_id, mode="polling", should_stop=lambda: next(looks, True), **FAST_WAIT
+    )
+    with pytest.raises(ComfyUIInterruptedError, match="the task was killed or stopped"):
+        waiter.wait()
+
+
 def test_websocket_drop_mid_run_still_gets_the_result(hook, standin):
     prompt_id, ws = _submit_with_socket(hook, gated_save("drop"))
     waiter = PromptWaiter(hook.client(), prompt_id, client_id="waiter", websocket=ws, **FAST_WAIT)
