@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Protocol
 from airflow_comfy.exceptions import ComfyUIConnectionError, ComfyUIError, ComfyUIInterruptedError
 from airflow_comfy.protocol import flows
 from airflow_comfy.protocol.events import PromptTracker, WsEvent
-from airflow_comfy.protocol.states import PromptStatus
+from airflow_comfy.protocol.states import PromptState, PromptStatus
 from airflow_comfy.protocol.waiting import RESUBMIT_HINT, Decision, PromptWait, WaitOutcome, WaitRules
 
 if TYPE_CHECKING:
@@ -131,20 +131,28 @@ class PromptWaiter:
 
     def _loop(self, state: PromptWait) -> WaitOutcome:
         while True:
-            if self.should_stop is not None and self.should_stop():
-                raise ComfyUIInterruptedError(
-                    f"Stopped waiting for ComfyUI prompt {self.prompt_id} on {self.client.base_url}: "
-                    "the task was killed or stopped (its prompt is cancelled unless cancel_on_kill=False)",
-                    prompt_id=self.prompt_id,
-                    details={"stopped_by": "task"},
-                )
+            self._raise_if_stopped()
             decision = self._step(state)
             if decision.outcome is not None:
+                status = decision.outcome.status
+                if status is not None and status.state is PromptState.INTERRUPTED:
+                    # The stop cancels the prompt: a read that lands after that cancel but before the
+                    # next look at the stop signal sees "interrupted", which is the task's own doing.
+                    self._raise_if_stopped()
                 return decision.outcome
             if decision.warning:
                 log.warning("%s", decision.warning)
             if decision.log:
                 self.on_progress(decision.log)
+
+    def _raise_if_stopped(self) -> None:
+        if self.should_stop is not None and self.should_stop():
+            raise ComfyUIInterruptedError(
+                f"Stopped waiting for ComfyUI prompt {self.prompt_id} on {self.client.base_url}: "
+                "the task was killed or stopped (its prompt is cancelled unless cancel_on_kill=False)",
+                prompt_id=self.prompt_id,
+                details={"stopped_by": "task"},
+            )
 
     def _step(self, state: PromptWait) -> Decision:
         now = time.monotonic()

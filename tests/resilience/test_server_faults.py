@@ -3,7 +3,9 @@
 Every scenario runs once per kind of credential (``auth``: Basic, Bearer, header) and under the
 autouse ``guard`` (no credential in logs/output/exceptions/XComs, no thread or process left behind).
 It asserts what the user sees: the task's outcome (return value, or the exception class and what its
-message says), what the server saw (submissions) and how long it took.
+message says) and what the server saw (submissions, status reads). Time is not asserted: a scenario
+that hung would end at the operator's 20 s timeout, with a timeout error instead of the expected
+outcome. The moments the faults strike are the test's (a prompt held in a ``StandInGate``).
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from operators.support import delay_workflow, image_workflow, submit, wait_state
+from operators.support import delay_workflow, gated_workflow, image_workflow, submit, wait_state
 
 from airflow_comfy.exceptions import (
     ComfyUIConnectionError,
@@ -60,7 +62,9 @@ def test_server_down_at_submit_retries_then_fails_clearly(
     assert "stayed unreachable for" in message and "before anything was submitted" in message
     assert len(retry_warnings(guard, "POST")) >= FAST_EXTRA["max_retries"]
     assert logged(guard, "will wait by polling")  # no /ws either
-    assert took < 5
+    # A generous bound, 4x a loaded machine's time: the start gives up after its 0.01 s grace, not
+    # after the default 300 s one.
+    assert took < 60
     assert "prompt_id" not in ti.xcoms  # nothing pushed: nothing was submitted
     standin.faults.refuse_connections(False)
     assert standin.submissions == []
@@ -81,11 +85,10 @@ def test_server_back_during_the_retries_submits_once(
     finally:
         standin.faults.refuse_connections(False)
 
-    paths, took = future.result(timeout=20)
+    paths, _took = future.result(timeout=60)
 
     assert paths == ["output/r/back_00001_.png"], paths
     assert standin.submissions == [ti.xcoms["prompt_id"]]
-    assert took < 8
 
 
 def test_an_outage_at_the_start_is_ridden_out_within_the_grace(
@@ -131,19 +134,22 @@ def test_error_bursts_while_waiting_are_ridden_out(
     standin: StandInServer, conn: str, guard: Guard, in_thread: Any, status: int, wait_mode: str
 ) -> None:
     ti = guard.ti()
-    op = make_op(conn, delay_workflow(0.8, prefix="r/burst"), wait_mode=wait_mode, validate=False)
+    op = make_op(conn, gated_workflow("burst", prefix="r/burst"), wait_mode=wait_mode, validate=False)
     future = in_thread(run_op, op, ti)
-    wait_until(lambda: "prompt_id" in ti.xcoms, what="the submission")
-    # Longer than one request's retries (3): the waiter itself must tolerate the failed reads.
-    standin.faults.fail_next(10, status=status, path="/history")
-    standin.faults.fail_next(6, status=status, path="/queue")
+    try:
+        wait_until(lambda: "prompt_id" in ti.xcoms, what="the submission")
+        standin.gates.wait_blocked("burst")  # the bursts are armed before the prompt can end
+        # Longer than one request's retries (3): the waiter itself must tolerate the failed reads.
+        standin.faults.fail_next(10, status=status, path="/history")
+        standin.faults.fail_next(6, status=status, path="/queue")
+    finally:
+        standin.gates.release("burst")
 
-    paths, took = future.result(timeout=25)
+    paths, _took = future.result(timeout=60)
 
     assert paths == ["output/r/burst_00001_.png"], paths
     assert standin.submissions == [ti.xcoms["prompt_id"]]
     assert standin.faults.take_failure("/history") is None  # the whole burst was met
-    assert took < 10
     assert f"{standin.url}/history/{ti.xcoms['prompt_id']} answered HTTP {status}" in guard.logs()
 
 
@@ -154,11 +160,10 @@ def test_slow_server_within_the_read_timeout_succeeds(
     standin.faults.delay_responses(0.15)
     ti = guard.ti()
 
-    paths, took = run_op(make_op(conn, image_workflow("r/slow"), check_interval=0.2), ti)
+    paths, _took = run_op(make_op(conn, image_workflow("r/slow"), check_interval=0.2), ti)
 
     assert paths == ["output/r/slow_00001_.png"], paths
     assert standin.submissions == [ti.xcoms["prompt_id"]]
-    assert took < 10
 
 
 def test_slow_server_beyond_the_read_timeout_fails_clearly(
@@ -175,7 +180,12 @@ def test_slow_server_beyond_the_read_timeout_fails_clearly(
     message = str(error)
     assert f"ComfyUI did not answer POST {standin.url}/prompt" in message
     assert "within 0.3 s" in message and "raise extra.read_timeout" in message
-    assert took < 3  # 3 attempts of 0.3 s plus short backoffs
+    # A POST that may have arrived is never sent again (it could run twice); it waited the read timeout.
+    assert standin.requests.count(("POST", "/prompt")) == 1
+    assert took >= 0.3
+    # A generous bound (many times a loaded machine's time): the task ends after its read timeouts,
+    # not after trying for the unreachable grace (300 s by default).
+    assert took < 60
     assert standin.submissions == []
 
 
@@ -186,33 +196,42 @@ def test_websocket_dropped_mid_run_falls_back_to_polling(
     standin: StandInServer, conn: str, guard: Guard, in_thread: Any
 ) -> None:
     ti = guard.ti()
-    op = make_op(conn, delay_workflow(1.0, prefix="r/drop"), validate=False)
+    op = make_op(conn, gated_workflow("drop", prefix="r/drop"), validate=False)
     future = in_thread(run_op, op, ti)
-    wait_until(lambda: "prompt_id" in ti.xcoms, what="the submission")
-    prompt_id = ti.xcoms["prompt_id"]
-    wait_state(standin, prompt_id, "running")
-    reads_before = status_reads(standin)
-    standin.faults.drop_websockets()
+    try:
+        wait_until(lambda: "prompt_id" in ti.xcoms, what="the submission")  # its socket opened before
+        standin.gates.wait_blocked("drop")  # mid-run, until the test says go
+        reads_before = status_reads(standin)
+        standin.faults.drop_websockets()
+        # it polls, every check_interval, while the prompt is still held
+        wait_until(lambda: status_reads(standin) - reads_before >= 3, what="three status reads")
+    finally:
+        standin.gates.release("drop")
 
-    paths, took = future.result(timeout=20)
+    paths, _took = future.result(timeout=60)
 
     assert paths == ["output/r/drop_00001_.png"], paths
-    assert standin.submissions == [prompt_id]
+    assert standin.submissions == [ti.xcoms["prompt_id"]]
     assert logged(guard, "continuing by polling")
-    assert status_reads(standin) - reads_before >= 3  # it polled, every check_interval
-    assert took < 4
 
 
-def test_silent_websocket_falls_back_to_polling(standin: StandInServer, conn: str, guard: Guard) -> None:
+def test_silent_websocket_falls_back_to_polling(
+    standin: StandInServer, conn: str, guard: Guard, in_thread: Any
+) -> None:
     standin.faults.silence_websockets(True)  # connects fine, never says a word
     ti = guard.ti()
+    future = in_thread(run_op, make_op(conn, gated_workflow("mute", prefix="r/mute"), validate=False), ti)
+    try:
+        standin.gates.wait_blocked("mute")
+        # while the socket is silent the status is read every check_interval
+        wait_until(lambda: status_reads(standin) >= 3, what="three status reads")
+    finally:
+        standin.gates.release("mute")
 
-    paths, took = run_op(make_op(conn, delay_workflow(0.6, prefix="r/mute"), validate=False), ti)
+    paths, _took = future.result(timeout=60)  # the end, which the socket never told, found by a read
 
     assert paths == ["output/r/mute_00001_.png"], paths
     assert standin.submissions == [ti.xcoms["prompt_id"]]
-    assert status_reads(standin) >= 3  # status read every check_interval
-    assert took < 3  # the end is noticed within a check_interval or so, not after a long idle timeout
 
 
 # --- the server restarts ------------------------------------------------------------------------------
@@ -223,16 +242,25 @@ def test_silent_websocket_falls_back_to_polling(standin: StandInServer, conn: st
 def test_server_restart_loses_the_prompt(
     standin: StandInServer, conn: str, guard: Guard, in_thread: Any, phase: str, resubmit: bool
 ) -> None:
-    blocker = submit(standin, delay_workflow(5, steps=50, prefix="r/blocker")) if phase == "pending" else None
+    # Both prompts are held in gates until after the restart: the phase is the test's, not a race.
+    blocker = submit(standin, gated_workflow("blocker", prefix="r/blocker")) if phase == "pending" else None
     ti = guard.ti()
-    op = make_op(conn, delay_workflow(0.5, prefix="r/restart"), resubmit_if_lost=resubmit, validate=False)
+    op = make_op(conn, gated_workflow("op", prefix="r/restart"), resubmit_if_lost=resubmit, validate=False)
     future = in_thread(run_op, op, ti)
-    wait_until(lambda: "prompt_id" in ti.xcoms, what="the submission")
-    prompt_id = ti.xcoms["prompt_id"]
-    wait_state(standin, prompt_id, phase)
-    standin.restart()
+    try:
+        wait_until(lambda: "prompt_id" in ti.xcoms, what="the submission")
+        prompt_id = ti.xcoms["prompt_id"]
+        if phase == "pending":
+            standin.gates.wait_blocked("blocker")
+            wait_state(standin, prompt_id, "pending")
+        else:
+            standin.gates.wait_blocked("op")
+        standin.restart()
+    finally:
+        standin.gates.release("op")  # a resubmitted prompt runs through
+        standin.gates.release("blocker")
 
-    result, took = future.result(timeout=20)
+    result, _took = future.result(timeout=60)
 
     before = [blocker] if blocker else []
     if resubmit:
@@ -250,7 +278,6 @@ def test_server_restart_loses_the_prompt(
         assert "the server restarted or its history was cleared" in message
         assert "run the task again" in message
         assert standin.submissions == [*before, prompt_id]
-    assert took < 8
 
 
 # --- a caching proxy keeps answering a stale {} --------------------------------------------------------

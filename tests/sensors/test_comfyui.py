@@ -21,10 +21,12 @@ from operators.support import (
     delay_workflow,
     direct_hook,
     fail_workflow,
+    gated_workflow,
     image_workflow,
     make_context,
     submit,
     wait_state,
+    wait_until,
 )
 
 from airflow_comfy.sensors.comfyui import ComfyUIPromptSensor
@@ -142,22 +144,25 @@ def test_reschedule_mode_never_sleeps_in_a_poke_and_counts_the_grace_from_the_fi
 def test_server_restart_while_sensing_is_lost(
     standin: StandInServer, comfy_conn: str, in_thread: Any
 ) -> None:
-    prompt_id = submit(standin, delay_workflow(10, steps=100))
-    wait_state(standin, prompt_id, "running")
+    prompt_id = submit(standin, gated_workflow("held", prefix="s/held"))
+    standin.gates.wait_blocked("held")  # running until the restart ends it
+    reads = standin.requests.count(("GET", "/queue"))
     future = in_thread(make_sensor(comfy_conn, prompt_id).execute, make_context(SensorTI()))
-    time.sleep(0.2)
+    # restart once the sensor has seen the prompt running (a status read starts with the queue)
+    wait_until(lambda: standin.requests.count(("GET", "/queue")) > reads, what="the sensor's first read")
     standin.restart()
     with pytest.raises(AirflowFailException, match="restarted"):
-        future.result(timeout=10)
+        future.result(timeout=60)
 
 
 def test_a_prompt_submitted_within_the_grace_is_found(
     standin: StandInServer, comfy_conn: str, in_thread: Any
 ) -> None:
-    future = in_thread(make_sensor(comfy_conn, UNKNOWN, lost_grace=5).execute, make_context(SensorTI()))
-    time.sleep(0.3)
+    # A grace far longer than the few requests between the sensor's first "not found" and the submission.
+    future = in_thread(make_sensor(comfy_conn, UNKNOWN, lost_grace=60).execute, make_context(SensorTI()))
+    wait_until(lambda: ("GET", f"/history/{UNKNOWN}") in standin.requests, what="a 'not found' read")
     direct_hook(standin).submit_prompt(image_workflow("s/late"), prompt_id=UNKNOWN)
-    assert future.result(timeout=10) == ["output/s/late_00001_.png"]
+    assert future.result(timeout=60) == ["output/s/late_00001_.png"]
 
 
 # --- deferrable ------------------------------------------------------------------------------------

@@ -174,11 +174,12 @@ def test_stop_leaves_no_threads(tmp_path, contract_workflows) -> None:
     import threading
 
     before = set(threading.enumerate())
-    with StandInServer(tmp_path, node_delays={"ImageBlur": 5.0}) as server:
+    with StandInServer(tmp_path, node_delays={"ImageBlur": 120.0}) as server:
         submit(server, contract_workflows["long_about_10s"])
         requests.get(server.url + "/object_info", timeout=10)
         server.restart()
         submit(server, contract_workflows["long_about_10s"])
         started = time.monotonic()
-    assert time.monotonic() - started < 5
+    # The stop does not wait for the running node (120 s): a bound far above a loaded machine's stop.
+    assert time.monotonic() - started < 30
     assert set(threading.enumerate()) - before == set()

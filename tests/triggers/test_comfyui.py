@@ -55,6 +55,15 @@ async def events_of(trigger: ComfyUIPromptTrigger, timeout: float = 20.0) -> lis
     return await asyncio.wait_for(collect(), timeout)
 
 
+async def until(predicate: Any, what: str, timeout: float = 30.0) -> None:
+    """Wait (bounded) on the event loop until ``predicate()`` holds: a moment, not a delay."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not predicate():
+        assert loop.time() < deadline, f"{what} not reached within {timeout} s"
+        await asyncio.sleep(0.01)
+
+
 def only_event(trigger: ComfyUIPromptTrigger, timeout: float = 20.0) -> dict[str, Any]:
     events = asyncio.run(events_of(trigger, timeout))
     assert len(events) == 1, events
@@ -99,16 +108,18 @@ def test_unknown_prompt_is_lost_after_the_grace(standin: StandInServer, comfy_co
     started = time.monotonic()
     event = only_event(make_trigger(comfy_conn, UNKNOWN, lost_grace=0.5))
     assert event["status"] == "lost" and "neither the history nor the queue" in event["message"]
-    assert 0.5 <= time.monotonic() - started < 5
+    # Not before the configured grace (waiting until end_time instead would be a "timeout" event).
+    assert time.monotonic() - started >= 0.5
 
 
 def test_restart_mid_run_is_lost(standin: StandInServer, comfy_conn: str) -> None:
-    prompt_id = submit(standin, delay_workflow(10, steps=100))
-    wait_state(standin, prompt_id, "running")
+    prompt_id = submit(standin, gated_workflow("held", prefix="tr/held"))
+    standin.gates.wait_blocked("held")  # running until the restart ends it
+    reads = standin.requests.count(("GET", "/queue"))
 
     async def scenario() -> list[dict[str, Any]]:
         task = asyncio.ensure_future(events_of(make_trigger(comfy_conn, prompt_id)))
-        await asyncio.sleep(0.3)
+        await until(lambda: standin.requests.count(("GET", "/queue")) > reads, "the trigger's first read")
         assert not task.done()
         await asyncio.to_thread(standin.restart)
         return await task
@@ -118,12 +129,14 @@ def test_restart_mid_run_is_lost(standin: StandInServer, comfy_conn: str) -> Non
 
 
 def test_deadline_gives_a_timeout_event(standin: StandInServer, comfy_conn: str) -> None:
-    prompt_id = submit(standin, delay_workflow(10, steps=100))
+    # Held in a gate: the prompt cannot end first, and a trigger that overslept its end_time would
+    # report the held node's failure (after 60 s), not a timeout.
+    prompt_id = submit(standin, gated_workflow("never", prefix="tr/never"))
     started = time.monotonic()
     event = only_event(make_trigger(comfy_conn, prompt_id, end_time=time.time() + 0.5))
     assert event["status"] == "timeout" and prompt_id in event["message"]
-    assert time.monotonic() - started < 3
-    direct_hook(standin).cancel_prompt(prompt_id)
+    assert time.monotonic() - started >= 0.5
+    standin.gates.release("never")
 
 
 def test_unreachable_server_fails_after_its_grace(standin: StandInServer, comfy_conn: str) -> None:
@@ -138,16 +151,22 @@ def test_unreachable_server_fails_after_its_grace(standin: StandInServer, comfy_
 
 
 def test_short_outage_and_5xx_bursts_are_ridden_out(standin: StandInServer, comfy_conn: str) -> None:
-    prompt_id = submit(standin, delay_workflow(1.0, prefix="tr/burst"))
+    prompt_id = submit(standin, gated_workflow("burst", prefix="tr/burst"))
+    standin.gates.wait_blocked("burst")  # the faults come while the prompt runs
 
     async def scenario() -> list[dict[str, Any]]:
         task = asyncio.ensure_future(events_of(make_trigger(comfy_conn, prompt_id)))
-        await asyncio.sleep(0.2)
-        await asyncio.to_thread(standin.faults.refuse_connections, True)
-        await asyncio.sleep(0.4)
-        await asyncio.to_thread(standin.faults.refuse_connections, False)
-        standin.faults.fail_next(5, status=500, path="/history")
-        standin.faults.fail_next(3, status=502, path="/queue")
+        try:
+            await until(lambda: _pollers_of(standin.url), "the trigger's poller")
+            await until(lambda: _poller_of(standin.url).rounds >= 1, "a first round")
+            await asyncio.to_thread(standin.faults.refuse_connections, True)
+            rounds = _poller_of(standin.url).rounds
+            await until(lambda: _poller_of(standin.url).rounds >= rounds + 2, "two rounds while refused")
+            await asyncio.to_thread(standin.faults.refuse_connections, False)
+            standin.faults.fail_next(5, status=500, path="/history")
+            standin.faults.fail_next(3, status=502, path="/queue")
+        finally:
+            standin.gates.release("burst")
         return await task
 
     [event] = asyncio.run(scenario())
@@ -159,17 +178,42 @@ def test_missing_connection_is_a_failed_event(standin: StandInServer) -> None:
     assert event["status"] == "failed" and "comfy_no_such_connection" in event["message"]
 
 
-def test_polls_at_the_interval_not_in_a_busy_loop(standin: StandInServer, comfy_conn: str) -> None:
-    prompt_id = submit(standin, delay_workflow(10, steps=100))
-    wait_state(standin, prompt_id, "running")
+def test_polls_at_the_interval_not_in_a_busy_loop(
+    standin: StandInServer, comfy_conn: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Six rounds of the poller, timed by its own clock: however late the trigger starts on a loaded
+    machine, rounds on the interval's grid are at least an interval apart."""
+    submit(standin, gated_workflow("held", prefix="tr/held"))
+    standin.gates.wait_blocked("held")
+    prompt_id = submit(standin, image_workflow("tr/queued"))  # queued behind it for the whole test
     before = len(standin.requests)
-    event = only_event(make_trigger(comfy_conn, prompt_id, poll_interval=0.25, end_time=time.time() + 1.0))
-    assert event["status"] == "timeout"
-    # ~4 rounds of one /queue read (the prompt is in the queue), one more when the queue listener's
-    # socket opens (GET /ws); a busy loop would make hundreds.
-    seen = [(m, p) for m, p in standin.requests[before:] if p != "/ws"]
-    assert len(seen) <= 8 and {p for _m, p in seen} == {"/queue"}
-    direct_hook(standin).cancel_prompt(prompt_id)
+    starts: list[float] = []
+    real_round = poller_module.SharedPoller._round
+
+    async def timed_round(self: poller_module.SharedPoller, due: list[Any]) -> None:
+        starts.append(self.loop.time())
+        await real_round(self, due)
+
+    monkeypatch.setattr(poller_module.SharedPoller, "_round", timed_round)
+
+    async def scenario() -> int:
+        task = asyncio.ensure_future(events_of(make_trigger(comfy_conn, prompt_id, poll_interval=0.25)))
+        try:
+            await until(lambda: len(starts) >= 6, "six rounds")
+            return _poller_of(standin.url).woken_rounds
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    woken = asyncio.run(scenario())
+    # A round woken by a queue signal (the listener's socket opening) may come early; the others
+    # sit on the 0.25 s grid. A busy loop would make the six within milliseconds.
+    assert woken <= 2
+    assert starts[5] - starts[0] >= (5 - woken) * (0.25 - 0.01)
+    seen = {p for _m, p in standin.requests[before:] if p != "/ws"}
+    assert seen == {"/queue"}  # one queue read a round; the prompt is queued: no history read
+    standin.gates.release("held")
 
 
 # --- on_kill ---------------------------------------------------------------------------------------
@@ -202,8 +246,11 @@ def test_on_kill_removes_only_its_pending_prompt(standin: StandInServer, comfy_c
 
 
 def test_on_kill_without_cancel_on_kill_leaves_the_prompt(standin: StandInServer, comfy_conn: str) -> None:
-    prompt_id = submit(standin, delay_workflow(0.5))
+    prompt_id = submit(standin, gated_workflow("left", prefix="tr/left"))
+    standin.gates.wait_blocked("left")
     asyncio.run(make_trigger(comfy_conn, prompt_id, cancel_on_kill=False).on_kill())
+    assert state_of(standin, prompt_id) == "running"  # left alone
+    standin.gates.release("left")
     standin.wait_idle(10)
     assert state_of(standin, prompt_id) == "success"
 
@@ -247,32 +294,48 @@ def test_triggers_in_successive_event_loops(standin: StandInServer, comfy_conn: 
 # --- the shared poller under the triggers -------------------------------------------------------
 
 
+def _pollers_of(conn_settings_url: str) -> list[poller_module.SharedPoller]:
+    return [p for p in poller_module._POLLERS.values() if p.client.settings.base_url == conn_settings_url]
+
+
 def _poller_of(conn_settings_url: str) -> poller_module.SharedPoller:
-    [poller] = [p for p in poller_module._POLLERS.values() if p.client.settings.base_url == conn_settings_url]
+    [poller] = _pollers_of(conn_settings_url)
     return poller
 
 
 def test_many_waiting_triggers_read_the_queue_once_per_interval(
     standin: StandInServer, comfy_conn: str
 ) -> None:
-    blocker = submit(standin, delay_workflow(10, steps=100, prefix="tr/blocker"))
-    wait_state(standin, blocker, "running")
+    submit(standin, gated_workflow("blocker", prefix="tr/blocker"))
+    standin.gates.wait_blocked("blocker")  # the 40 stay pending for the whole test
     pending = [submit(standin, image_workflow(f"tr/wait{i}", color=i)) for i in range(40)]
     before = len(standin.requests)
 
-    async def scenario() -> list[list[dict[str, Any]]]:
-        end = time.time() + 1.0
-        triggers = [make_trigger(comfy_conn, p, poll_interval=0.25, end_time=end) for p in pending]
-        return await asyncio.gather(*(events_of(t) for t in triggers))
+    async def scenario() -> int:
+        tasks = [
+            asyncio.ensure_future(events_of(make_trigger(comfy_conn, p, poll_interval=0.25))) for p in pending
+        ]
+        try:
+            await until(lambda: bool(_pollers_of(standin.url)), "the shared poller")
+            poller = _poller_of(standin.url)
+            await until(lambda: len(poller.watches) == 40 and poller.rounds >= 4, "four rounds of 40 watches")
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+        await until(lambda: not poller.running, "the poller's end")  # the last one out stops it
+        return poller.rounds
 
-    results = asyncio.run(scenario())
-    assert {events[0]["status"] for events in results} == {"timeout"}
+    rounds = asyncio.run(scenario())
     seen = standin.requests[before:]
     queue_reads = sum(1 for _m, p in seen if p == "/queue")
-    assert 3 <= queue_reads <= 7  # ~1 s / 0.25 s rounds, shared by the 40 triggers
+    # One /queue read per round, shared by the 40 triggers (not one per trigger); a round still in
+    # flight when the last trigger was cancelled may skip its read.
+    assert rounds >= 4
+    assert rounds - 1 <= queue_reads <= rounds
     assert not [p for _m, p in seen if p.startswith("/history")]  # all still queued: no history reads
     direct_hook(standin).clear_queue()
-    direct_hook(standin).cancel_prompt(blocker)
+    standin.gates.release("blocker")
 
 
 def test_a_cancelled_trigger_unregisters_its_prompt(standin: StandInServer, comfy_conn: str) -> None:
@@ -313,7 +376,7 @@ def test_a_closed_trigger_generator_unregisters(standin: StandInServer, comfy_co
     async def scenario() -> int:
         run = make_trigger(comfy_conn, UNKNOWN, lost_grace=30).run()
         task = asyncio.ensure_future(run.__anext__())
-        await asyncio.sleep(0.2)
+        await until(lambda: any(p.watches for p in _pollers_of(standin.url)), "the watch registered")
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
@@ -327,15 +390,22 @@ def test_a_deferred_wait_logs_its_progress(
     standin: StandInServer, comfy_conn: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """What the blocking waiter logs, the trigger logs too: position changes, running, the end."""
-    blocker = submit(
-        standin, delay_workflow(4.0, steps=40, prefix="tr/log-blocker")
-    )  # outlasts a slow first read
-    wait_state(standin, blocker, "running")
+    submit(standin, gated_workflow("log-blocker", prefix="tr/log-blocker"))
+    standin.gates.wait_blocked("log-blocker")  # ours stays pending until the trigger reported it
     prompt_id = submit(standin, image_workflow("tr/logged"))
     trigger = make_trigger(comfy_conn, prompt_id)
     lines: list[str] = []
-    monkeypatch.setattr(trigger.log, "info", lambda msg, *args: lines.append(msg % args))
-    assert only_event(trigger)["status"] == "success"
+
+    def log_line(msg: str, *args: Any) -> None:
+        lines.append(msg % args)
+        if "pending, position" in lines[-1]:
+            standin.gates.release("log-blocker")
+
+    monkeypatch.setattr(trigger.log, "info", log_line)
+    try:
+        assert only_event(trigger)["status"] == "success"
+    finally:
+        standin.gates.release("log-blocker")
     assert any("pending, position 1 of 1 in the queue" in line for line in lines), lines
     assert lines[0].startswith(f"Waiting for prompt {prompt_id}") and lines[-1].endswith("success")
 
