@@ -41,6 +41,7 @@ from operators.support import (
     delay_workflow,
     direct_hook,
     fail_workflow,
+    first_event,
     gated_workflow,
     image_workflow,
     make_context,
@@ -57,15 +58,6 @@ def make_op(conn_id: str, workflow: Any, task_id: str = "render", **kwargs: Any)
     return ComfyUIPromptOperator(
         task_id=task_id, workflow=workflow, comfyui_conn_id=conn_id, **{**FAST, **kwargs}
     )
-
-
-async def first_event(trigger: ComfyUIPromptTrigger, timeout: float = 30.0) -> dict[str, Any]:
-    async def first() -> dict[str, Any]:
-        async for event in trigger.run():
-            return event.payload
-        raise AssertionError("the trigger ended without an event")
-
-    return await asyncio.wait_for(first(), timeout)
 
 
 def test_connection_resolves_from_the_environment_outside_a_task(

@@ -21,6 +21,7 @@ from operators.support import (
     delay_workflow,
     direct_hook,
     fail_workflow,
+    first_event,
     gated_workflow,
     image_workflow,
     make_context,
@@ -47,15 +48,6 @@ def make_sensor(conn_id: str, prompt_id: str, **kwargs: Any) -> ComfyUIPromptSen
     options: dict[str, Any] = {"poke_interval": 0.1, "timeout": 20, "lost_grace": 0.4, "mode": "poke"}
     options.update(kwargs)
     return ComfyUIPromptSensor(task_id="wait", prompt_id=prompt_id, comfyui_conn_id=conn_id, **options)
-
-
-async def first_event(trigger: ComfyUIPromptTrigger) -> dict[str, Any]:
-    async def first() -> dict[str, Any]:
-        async for event in trigger.run():
-            return event.payload
-        raise AssertionError("no event")
-
-    return await asyncio.wait_for(first(), 20)
 
 
 def test_poke_mode_waits_and_returns_the_paths(standin: StandInServer, comfy_conn: str) -> None:
