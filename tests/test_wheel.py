@@ -72,6 +72,14 @@ def _constraints(path: Path) -> Path:
 RELATIVE_LINK = re.compile(r"\]\((?!https?://|#)([^)]*)\)")
 
 
+@pytest.fixture(autouse=True)
+def _own_temp_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """uv and the builds it runs put lock files in the temp folder: this test's, not the system's /tmp."""
+    temp = tmp_path / "tmp"
+    temp.mkdir()
+    monkeypatch.setenv("TMPDIR", str(temp))
+
+
 def _build(tmp_path: Path) -> tuple[Path, Path]:
     """sdist and wheel, built from a copy of the sources (setuptools leaves build/ and *.egg-info behind)."""
     source = tmp_path / "source"
@@ -151,6 +159,7 @@ def test_wheel_installs_and_registers_the_provider(tmp_path: Path):
         "AIRFLOW_HOME": str(tmp_path / "airflow-home"),
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
         "PYTHONDONTWRITEBYTECODE": "1",
+        "TMPDIR": os.environ["TMPDIR"],
     }
     check = (
         "import importlib.resources as r, pathlib, airflow_comfy; "
