@@ -72,7 +72,7 @@ class Ledger:
     def running_on(self, server: str) -> int:
         return sum(1 for entry in self.in_flight.values() if entry.server == server)
 
-    def choose(self, now: float, queue_lengths: Mapping[str, int] | None = None) -> str | None:
+    def choose(self, queue_lengths: Mapping[str, int] | None = None) -> str | None:
         """The server for the next item (rule 1), or ``None`` when no slot is free."""
         free = {s: self.max_in_flight - self.running_on(s) for s in self.servers if s not in self.down_since}
         candidates = [s for s, n in free.items() if n > 0]

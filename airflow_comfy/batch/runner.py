@@ -245,7 +245,7 @@ class BatchRun:
 
     def _fill(self) -> None:
         while not self.stop_signal.is_set() and not self.ledger.over_budget():
-            server = self.ledger.choose(time.monotonic(), self._queues)
+            server = self.ledger.choose(self._queues)
             if server is None:
                 return
             taken = self._next_item()

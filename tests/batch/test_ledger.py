@@ -44,7 +44,7 @@ def test_choose(
                 _fly(ledger, n := n + 1, server)
         for server in down:
             ledger.server_failed(server, 0.0)
-        choice = ledger.choose(0.0, queues)
+        choice = ledger.choose(queues)
         seen.add(choice) if choice else None
     assert seen == expected
 
